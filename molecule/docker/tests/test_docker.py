@@ -1,0 +1,102 @@
+"""What a user of the docker role relies on, checked on each converged host."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCENARIO_DIR = Path(__file__).resolve().parents[1]
+
+
+def test_docker_service_active_and_enabled(host) -> None:
+    service = host.service("docker")
+    assert service.is_running
+    assert service.is_enabled
+
+
+def test_daemon_json_has_configured_and_foreign_keys(host) -> None:
+    content = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert content["log-driver"] == "json-file"
+    assert content["log-opts"] == {"max-size": "10m", "max-file": "3"}
+    assert content["live-restore"] is True
+    # Planted by prepare.yml: a key the role does not manage must survive.
+    assert content["max-concurrent-downloads"] == 4
+
+
+def test_engine_runs_the_merged_configuration(host) -> None:
+    info = host.check_output("docker info --format '{{json .}}'")
+    data = json.loads(info)
+    assert data["LoggingDriver"] == "json-file"
+    assert data["LiveRestoreEnabled"] is True
+    # The inner /var/lib/docker is a volume, so the engine is not on the slow vfs driver.
+    assert data["Driver"] == "overlay2"
+
+
+def test_container_runs_inside_the_host(host) -> None:
+    build = (
+        "set -e; d=$(mktemp -d); cp /bin/busybox $d/;"
+        " printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nENTRYPOINT [\"/bin/busybox\"]\\n'"
+        " > $d/Dockerfile; docker build -q -t tiny-busybox:local $d >/dev/null; rm -rf $d"
+    )
+    host.run_expect([0], build)
+    out = host.check_output("docker run --rm tiny-busybox:local echo hello-from-inner-container")
+    assert out.strip() == "hello-from-inner-container"
+
+
+def test_docker_user_runs_docker_in_a_fresh_login(host) -> None:
+    assert "docker" in host.user("alice").groups
+    result = host.run("su - alice -c 'docker ps --format {{.ID}}'")
+    assert result.rc == 0, result.stderr
+
+
+def test_user_outside_docker_group_is_refused(host) -> None:
+    # The check above can only fail if the socket is not open to everybody.
+    host.run_expect([0, 9], "id nobody")
+    result = host.run("su -s /bin/sh nobody -c 'docker ps'")
+    assert result.returncode != 0
+    assert "permission denied" in result.stderr.lower()
+
+
+def _converge_with(extra_vars: dict[str, object], host_name: str) -> subprocess.CompletedProcess[str]:
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            str(Path(inventory).parent),
+            "--limit",
+            host_name,
+            "-e",
+            json.dumps(extra_vars),
+            str(SCENARIO_DIR / "converge.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "ANSIBLE_ROLES_PATH": str(SCENARIO_DIR.parents[1] / "roles")},
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        (
+            {"docker_install_source": "nightly"},
+            "value of docker_install_source must be one of: upstream, distro, got: nightly",
+        ),
+        ({"docker_users": ["alice", "no-such-user"]}, "docker_users names users that do not exist"),
+    ],
+)
+def test_bad_input_fails_before_any_change(host, extra_vars, message) -> None:
+    name = host.backend.get_hostname()
+    before = host.file("/etc/docker/daemon.json").content_string
+    result = _converge_with({**extra_vars, "docker_daemon_options": {"debug": True}}, name)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output[-3000:]
+    assert host.file("/etc/docker/daemon.json").content_string == before

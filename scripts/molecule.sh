@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run `molecule test` for each named scenario, one after the other. Test hosts are removed
+# afterwards whatever happened (molecule skips destroy when a testinfra verify fails).
+#   scripts/molecule.sh SCENARIO...
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+export ANSIBLE_FORCE_COLOR=0 NO_COLOR=1 PY_COLORS=0
+
+cleanup() {
+  local ids
+  ids=$(docker ps -aq --filter label=owner=molecule)
+  [ -n "$ids" ] && docker rm -f $ids >/dev/null
+  ids=$(docker volume ls -q --filter label=owner=molecule)
+  [ -n "$ids" ] && docker volume rm -f $ids >/dev/null
+  return 0
+}
+trap cleanup EXIT
+
+status=0
+for scenario in "$@"; do
+  start=$(date +%s)
+  echo "=== molecule test -s $scenario"
+  if molecule test -s "$scenario"; then
+    result=passed
+  else
+    result=FAILED
+    status=1
+    molecule destroy -s "$scenario" >/dev/null 2>&1 || true
+  fi
+  echo "=== molecule scenario $scenario $result in $(( $(date +%s) - start ))s"
+  cleanup
+done
+exit $status
