@@ -2,6 +2,7 @@
 #   make test    unit tests, then every molecule scenario that runs on this machine
 #   make lint    ansible-lint (production profile), yamllint, ruff
 #   make demo    site.yml against a local sandbox host, then a real prediction
+#   make demo-clean  remove the sandbox host
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
@@ -9,10 +10,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Scenarios run by `make test` (molecule/gpu needs a real GPU host: see README.md).
-SCENARIOS ?= docker
+SCENARIOS ?= docker nvidia image default
 PYTEST_PATHS := tests client/tests files/standin/tests
 
-.PHONY: help setup venv engine base-images standin-image lint unit molecule test demo lock clean
+.PHONY: help setup venv engine base-images standin-image standin-archive lint unit molecule test demo demo-clean lock clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -29,7 +30,10 @@ base-images: engine
 	@scripts/base-images.sh
 
 standin-image: base-images
-	@files/standin/build-image.sh
+	@files/standin/build-image.sh >/dev/null
+
+standin-archive: standin-image
+	@scripts/standin-archive.sh
 
 lint: venv
 	yamllint -s .
@@ -40,8 +44,18 @@ lint: venv
 unit: venv
 	pytest -q $(PYTEST_PATHS)
 
-molecule: setup
+molecule: setup standin-archive
 	scripts/molecule.sh $(SCENARIOS)
+
+demo: setup standin-archive
+	ansible-playbook playbooks/sandbox.yml
+	ansible-playbook site.yml -i inventory/local
+	@addr=$$(ansible-inventory -i inventory/local --host tfserving-sandbox | python3 -c 'import json,sys; print(json.load(sys.stdin)["test_host_address"])'); \
+	  echo "tfs-client predict --server $$addr:8500 --model digits --image files/samples/digit_{0,3,7}.jpg"; \
+	  tfs-client predict --server $$addr:8500 --model digits --image files/samples/digit_{0,3,7}.jpg
+
+demo-clean:
+	ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent
 
 test: setup unit molecule
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
-
 from tfs_client import tensors
 from tfs_client._protos import (
     classification_pb2,
@@ -112,7 +111,7 @@ class FakeServing(
         model, version = self._resolve(request.model_spec, context)
         sig_name = request.model_spec.signature_name or "serving_default"
         if sig_name not in model.signatures:
-            context.abort(Code.INVALID_ARGUMENT, f"Serving signature name: \"{sig_name}\" not found")
+            context.abort(Code.INVALID_ARGUMENT, f'Serving signature name: "{sig_name}" not found')
         inputs_spec, _ = model.signatures[sig_name]
         if set(request.inputs) != set(inputs_spec):
             context.abort(Code.INVALID_ARGUMENT, "input size does not match signature")
@@ -179,9 +178,13 @@ class FakeServing(
         self._enter("GetModelStatus", request, context)
         model = self.models.get(request.model_spec.name)
         if model is None:
-            context.abort(Code.NOT_FOUND, f"Could not find any versions of model {request.model_spec.name}")
+            context.abort(
+                Code.NOT_FOUND, f"Could not find any versions of model {request.model_spec.name}"
+            )
         response = get_model_status_pb2.GetModelStatusResponse()
-        wanted = request.model_spec.version.value if request.model_spec.HasField("version") else None
+        wanted = (
+            request.model_spec.version.value if request.model_spec.HasField("version") else None
+        )
         for version in model.versions:
             if wanted is not None and version != wanted:
                 continue

@@ -60,23 +60,19 @@ def format_predict(result: PredictResult, row_names: Sequence[str], top_k: int |
             width = max(len(label) for label, _ in row)
             lines.extend(f"  {label:>{width}}  {score:.4f}" for label, score in row)
     for name, array in result.outputs.items():
-        if name in ranked_names or (labels_only(name, ranked_names, classes, result.outputs)):
+        if name in ranked_names or _shown_as_labels(name, ranked_names, result.outputs):
             continue
-        lines.append(
-            f"{name}: {array.dtype.name if array.dtype.kind != 'O' else 'string'} "
-            f"{list(array.shape)}"
-        )
+        kind = "string" if array.dtype.kind == "O" else array.dtype.name
+        lines.append(f"{name}: {kind} {list(array.shape)}")
         lines.append(_format_array(array))
     return lines
 
 
-def labels_only(
-    name: str, ranked_names: list[str], classes: np.ndarray | None, outputs: Mapping[str, Any]
-) -> bool:
+def _shown_as_labels(name: str, ranked_names: list[str], outputs: Mapping[str, Any]) -> bool:
     """``classes`` is already shown as the labels of a ranked output of the same shape."""
-    if name != "classes" or classes is None:
+    if name != "classes":
         return False
-    return any(outputs[r].shape == classes.shape for r in ranked_names)
+    return any(outputs[r].shape == outputs[name].shape for r in ranked_names)
 
 
 def _format_array(array: np.ndarray) -> str:
@@ -99,7 +95,12 @@ def jsonable(array: np.ndarray) -> Any:
     if array.dtype.kind == "O":
         return _map_nested(array.tolist(), _json_bytes)
     if array.dtype.kind == "f":
-        return _map_nested(array.tolist(), _json_float)
+        if array.dtype.itemsize < 8:  # shortest text that reads back as the same float32
+            short = [float(text) for text in array.astype(str).reshape(-1)]
+            values = np.array(short, dtype=object).reshape(array.shape).tolist()
+        else:
+            values = array.tolist()
+        return _map_nested(values, _json_float)
     return array.tolist()
 
 

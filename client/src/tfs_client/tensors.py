@@ -70,7 +70,7 @@ def dtype_of(array: np.ndarray) -> int:
     if array.dtype.kind in "SUO":
         return types_pb2.DT_STRING
     for dtype, np_dtype in _NUMERIC.items():
-        if array.dtype == np_dtype.newbyteorder("="):
+        if (array.dtype.kind, array.dtype.itemsize) == (np_dtype.kind, np_dtype.itemsize):
             return dtype
     raise LocalInputError(f"numpy type {array.dtype} has no TensorFlow equivalent here")
 
@@ -97,9 +97,14 @@ def as_array(value: Any, dtype: int | None = None) -> np.ndarray:
         out = np.empty(len(flat), dtype=object)
         out[:] = flat
         return out.reshape(array.shape)
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except UnicodeError:  # a mix of str and non-ASCII bytes
+        return as_array(value, types_pb2.DT_STRING)
+    except ValueError as err:
+        raise LocalInputError(f"cannot convert to a tensor: {err}") from err
     if dtype is None:
-        if array.dtype.kind == "U":
+        if array.dtype.kind in "SUO":
             return as_array(array, types_pb2.DT_STRING)
         dtype_of(array)
         return array

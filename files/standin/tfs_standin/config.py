@@ -113,7 +113,9 @@ def read_ssl(path: str) -> message.Message | None:
         return None
     cfg = parse_text_proto(path, protos.SSLConfig, "SSL config")
     if not cfg.server_key or not cfg.server_cert:  # type: ignore[attr-defined]
-        raise ConfigError(f"invalid SSL config file {path}: server_key and server_cert are required")
+        raise ConfigError(
+            f"invalid SSL config file {path}: server_key and server_cert are required"
+        )
     return cfg
 
 

@@ -39,6 +39,7 @@ class Options:
     enable_grpc_healthcheck_service: bool
     allow_version_labels_for_unavailable_models: bool
     saved_model_tags: str
+    standin_bind_address: str
     version: bool
 
 
@@ -117,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
     )
     add("--saved_model_tags", default="serve", help="comma-separated MetaGraph tags")
+    add(
+        "--standin_bind_address",
+        default="0.0.0.0",
+        help="stand-in extension: address both listeners bind (TF Serving binds all)",
+    )
     add("--version", type=_bool, nargs="?", const=True, default=False, help="print the version")
     return parser
 

@@ -40,19 +40,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, api: Api) -> None:
         self.api = api
 
-    def Predict(self, request, context):  # noqa: N802 - gRPC method name
+    def Predict(self, request, context):
         return _call(context, lambda: self.api.predict(request, "GRPC", _timeout_ms(context)))
 
-    def Classify(self, request, context):  # noqa: N802
+    def Classify(self, request, context):
         return _call(context, lambda: self.api.classify(request, "GRPC", _timeout_ms(context)))
 
-    def Regress(self, request, context):  # noqa: N802
+    def Regress(self, request, context):
         return _call(context, lambda: self.api.regress(request, "GRPC", _timeout_ms(context)))
 
-    def GetModelMetadata(self, request, context):  # noqa: N802
+    def GetModelMetadata(self, request, context):
         return _call(context, lambda: self.api.metadata(request, "GRPC"))
 
-    def MultiInference(self, request, context):  # noqa: N802
+    def MultiInference(self, request, context):
         context.abort(
             grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by the stand-in"
         )
@@ -62,10 +62,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, api: Api) -> None:
         self.api = api
 
-    def GetModelStatus(self, request, context):  # noqa: N802
+    def GetModelStatus(self, request, context):
         return _call(context, lambda: self.api.status(request, "GRPC"))
 
-    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+    def HandleReloadConfigRequest(self, request, context):
         return _call(context, lambda: self.api.reload_config(request))
 
 

@@ -131,7 +131,9 @@ def classify(
     _check_method(sig, CLASSIFY_METHOD, "classification")
     aliases = [a for a in ("classes", "scores") if a in sig.outputs]
     if not aliases:
-        raise errors.invalid("Expected classification signature outputs to contain classes or scores")
+        raise errors.invalid(
+            "Expected classification signature outputs to contain classes or scores"
+        )
     n, values = _run_examples(lv, sig, inp, aliases, timeout_ms)
     out = dict(zip(aliases, values, strict=True))
     classes, scores = out.get("classes"), out.get("scores")
@@ -154,7 +156,8 @@ def classify(
             cls = row.classes.add()
             if classes is not None:
                 label = classes[i, j]
-                cls.label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+                is_bytes = isinstance(label, bytes)
+                cls.label = label.decode("utf-8", "replace") if is_bytes else str(label)
             if scores is not None:
                 cls.score = float(scores[i, j])
     return key, result

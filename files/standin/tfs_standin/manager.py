@@ -74,7 +74,7 @@ class ManagerOptions:
     file_system_poll_wait_seconds: float = 1.0
     max_num_load_retries: int = 5
     load_retry_interval_seconds: float = 60.0
-    session: SessionOptions = SessionOptions()
+    session: SessionOptions = field(default_factory=SessionOptions)
     allow_labels_for_unavailable: bool = False
 
 
@@ -90,7 +90,8 @@ def _load_error_code(exc: BaseException) -> int:
         return CODE_NOT_FOUND
     if isinstance(exc, OSError):
         text = str(exc)
-        return CODE_NOT_FOUND if "does not exist" in text or "No such file" in text else CODE_DATA_LOSS
+        missing = "does not exist" in text or "No such file" in text
+        return CODE_NOT_FOUND if missing else CODE_DATA_LOSS
     return CODE_UNKNOWN
 
 
@@ -109,7 +110,9 @@ def scan_versions(base_path: str) -> dict[int, str] | None:
     return found
 
 
-def aspired_versions(policy: model_server_config_pb2.ModelVersionPolicy, found: set[int]) -> set[int]:
+def aspired_versions(
+    policy: model_server_config_pb2.ModelVersionPolicy, found: set[int]
+) -> set[int]:
     which = policy.WhichOneof("policy_choice")
     if which == "all":
         return set(found)
@@ -405,7 +408,9 @@ class Manager:
                 if todo is None:
                     return
                 if todo.state == START:
-                    log.info("Loading servable version %s from %s", _spec(name, todo.version), todo.path)
+                    log.info(
+                        "Loading servable version %s from %s", _spec(name, todo.version), todo.path
+                    )
                 todo.state = LOADING
                 self._lock.notify_all()
             self._attempt_load(name, todo)
@@ -509,7 +514,9 @@ class Manager:
         log.info("Done unloading servable version %s", _spec(name, ve.version))
 
 
-def _differs(a: model_server_config_pb2.ModelConfig, b: model_server_config_pb2.ModelConfig) -> bool:
+def _differs(
+    a: model_server_config_pb2.ModelConfig, b: model_server_config_pb2.ModelConfig
+) -> bool:
     return (
         a.base_path != b.base_path
         or a.model_version_policy != b.model_version_policy

@@ -47,7 +47,13 @@ _MESSAGES: list[tuple[str, list[tuple[str, int, int, int, str]]]] = [
     (
         "BatchingParameters",
         [
-            ("max_batch_size", 1, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, ".google.protobuf.Int64Value"),
+            (
+                "max_batch_size",
+                1,
+                _F.TYPE_MESSAGE,
+                _F.LABEL_OPTIONAL,
+                ".google.protobuf.Int64Value",
+            ),
             (
                 "batch_timeout_micros",
                 2,

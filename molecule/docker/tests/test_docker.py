@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
+from converge_again import converge
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
 
@@ -57,29 +56,8 @@ def test_user_outside_docker_group_is_refused(host) -> None:
     # The check above can only fail if the socket is not open to everybody.
     host.run_expect([0, 9], "id nobody")
     result = host.run("su -s /bin/sh nobody -c 'docker ps'")
-    assert result.returncode != 0
+    assert result.rc != 0
     assert "permission denied" in result.stderr.lower()
-
-
-def _converge_with(extra_vars: dict[str, object], host_name: str) -> subprocess.CompletedProcess[str]:
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            str(Path(inventory).parent),
-            "--limit",
-            host_name,
-            "-e",
-            json.dumps(extra_vars),
-            str(SCENARIO_DIR / "converge.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "ANSIBLE_ROLES_PATH": str(SCENARIO_DIR.parents[1] / "roles")},
-        timeout=300,
-    )
 
 
 @pytest.mark.parametrize(
@@ -95,7 +73,7 @@ def _converge_with(extra_vars: dict[str, object], host_name: str) -> subprocess.
 def test_bad_input_fails_before_any_change(host, extra_vars, message) -> None:
     name = host.backend.get_hostname()
     before = host.file("/etc/docker/daemon.json").content_string
-    result = _converge_with({**extra_vars, "docker_daemon_options": {"debug": True}}, name)
+    result = converge(SCENARIO_DIR, {**extra_vars, "docker_daemon_options": {"debug": True}}, name)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert message in output, output[-3000:]

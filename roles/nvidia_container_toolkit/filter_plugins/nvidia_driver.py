@@ -1,7 +1,7 @@
 """Filters for NVIDIA driver versions and `nvidia-smi -L` output.
 
-    {{ '535.183.01' | nvidia_driver_at_least('525.60.13') }}  -> True
-    {{ smi_output | nvidia_smi_list_gpus }}                    -> ['NVIDIA A100 ...', ...]
+{{ '535.183.01' | nvidia_driver_at_least('525.60.13') }}  -> True
+{{ smi_output | nvidia_smi_list_gpus }}                    -> ['NVIDIA A100 ...', ...]
 """
 
 from __future__ import annotations

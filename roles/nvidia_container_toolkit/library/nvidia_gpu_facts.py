@@ -7,7 +7,6 @@ The parsers are pure functions so they can be tested against recorded outputs
 
 from __future__ import annotations
 
-import csv
 import glob
 import os
 import re
@@ -87,7 +86,9 @@ NVIDIA_VENDOR_ID = "10de"
 # PCI classes of display controllers that are GPUs: VGA compatible (0300), 3D (0302).
 GPU_PCI_CLASSES = ("0300", "0302")
 
-_PROC_VERSION_RE = re.compile(r"^NVRM version:.*?Kernel Module\S*(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)")
+_PROC_VERSION_RE = re.compile(
+    r"^NVRM version:.*?Kernel Module\S*(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)"
+)
 _LSPCI_RE = re.compile(
     r"^(?P<bus>\S+)\s+(?P<class_name>.+?)\s+\[(?P<class>[0-9a-f]{4})\]:\s+"
     r"(?P<description>.*?)\s*\[(?P<vendor>[0-9a-f]{4}):(?P<device>[0-9a-f]{4})\]",
@@ -135,11 +136,13 @@ def parse_nvidia_smi_query(text: str) -> tuple[list[Gpu], str]:
     gpus: list[Gpu] = []
     driver_versions: list[str] = []
     fixed = len(NVIDIA_SMI_FIELDS) - 1
-    for row in csv.reader(text.splitlines(), skipinitialspace=True):
+    for line in text.splitlines():
+        # The name is the last column and may itself contain commas: split the others off.
+        row = line.split(",", fixed)
         if len(row) < len(NVIDIA_SMI_FIELDS):
             continue
         index, uuid, driver, memory, bus = (cell.strip() for cell in row[:fixed])
-        name = ",".join(row[fixed:]).strip()
+        name = row[fixed].strip()
         position = _int_or_none(index)
         if position is None:
             continue
@@ -211,7 +214,10 @@ def parse_lspci(text: str) -> list[Gpu]:
         match = _LSPCI_RE.match(line.strip())
         if not match:
             continue
-        if match["vendor"].lower() != NVIDIA_VENDOR_ID or match["class"].lower() not in GPU_PCI_CLASSES:
+        if (
+            match["vendor"].lower() != NVIDIA_VENDOR_ID
+            or match["class"].lower() not in GPU_PCI_CLASSES
+        ):
             continue
         gpus.append(
             Gpu(

@@ -1,0 +1,26 @@
+"""Run a scenario's converge playbook again from a testinfra test, with extra variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def converge(
+    scenario_dir: Path, extra_vars: dict[str, object] | None = None, limit: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook SCENARIO/converge.yml against molecule's inventory; never raises."""
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    argv = ["ansible-playbook", "-i", str(inventory), str(scenario_dir / "converge.yml")]
+    if extra_vars:
+        argv += ["-e", json.dumps(extra_vars)]
+    if limit:
+        argv += ["--limit", limit]
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT_DIR / "roles"), "NO_COLOR": "1"}
+    return subprocess.run(
+        argv, capture_output=True, text=True, check=False, env=env, timeout=900
+    )

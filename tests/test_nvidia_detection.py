@@ -1,0 +1,274 @@
+"""GPU detection and driver checks of the nvidia_container_toolkit role, on recorded outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLE = ROOT / "roles" / "nvidia_container_toolkit"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvidia"
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+facts = _load("nvidia_gpu_facts", ROLE / "library" / "nvidia_gpu_facts.py")
+driver = _load("nvidia_driver_filters", ROLE / "filter_plugins" / "nvidia_driver.py")
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text(encoding="utf-8")
+
+
+class FakeHost:
+    """A host described by recorded outputs: binaries, command answers and files."""
+
+    def __init__(
+        self,
+        binaries: dict[str, str] | None = None,
+        commands: dict[str, tuple[int, str, str]] | None = None,
+        files: dict[str, str] | None = None,
+    ) -> None:
+        self.binaries = binaries or {}
+        self.commands = commands or {}
+        self.files = files or {}
+        self.ran: list[list[str]] = []
+
+    def probe(self):
+        return facts.Probe(which=self.which, run=self.run, read=self.read, list_dir=self.list_dir)
+
+    def which(self, name: str) -> str | None:
+        return self.binaries.get(name)
+
+    def run(self, argv: list[str]):
+        self.ran.append(argv)
+        rc, out, err = self.commands[Path(argv[0]).name]
+        return facts.CommandResult(rc, out, err)
+
+    def read(self, path: str) -> str | None:
+        return self.files.get(path)
+
+    def list_dir(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        return sorted({p[len(prefix) :].split("/")[0] for p in self.files if p.startswith(prefix)})
+
+
+def proc_files(version_fixture: str, with_gpus: bool = True) -> dict[str, str]:
+    files = {"/proc/driver/nvidia/version": fixture(version_fixture)}
+    if with_gpus:
+        for info in sorted((FIXTURES / "proc-gpus").glob("*/information")):
+            files[f"/proc/driver/nvidia/gpus/{info.parent.name}/information"] = info.read_text()
+    return files
+
+
+SMI = {"nvidia-smi": "/usr/bin/nvidia-smi"}
+LSPCI = {"lspci": "/usr/bin/lspci"}
+
+
+# --- parsers -----------------------------------------------------------------------------
+
+
+def test_nvidia_smi_query_two_gpus() -> None:
+    gpus, version = facts.parse_nvidia_smi_query(fixture("nvidia-smi-query-a100x2.csv"))
+    assert version == "535.183.01"
+    assert [gpu.name for gpu in gpus] == ["NVIDIA A100-SXM4-40GB"] * 2
+    assert [gpu.index for gpu in gpus] == [0, 1]
+    assert gpus[0].uuid == "GPU-4f1c2e9a-7b3d-5e60-9a12-c8d04b1e7f21"
+    assert gpus[0].memory_mib == 40960
+    assert gpus[1].pci_bus == "00000000:0f:00.0"
+
+
+def test_nvidia_smi_query_name_with_comma_stays_whole() -> None:
+    line = "0, GPU-1, 550.90.07, 24576, 00000000:01:00.0, NVIDIA RTX A5000, Laptop GPU\n"
+    gpus, _ = facts.parse_nvidia_smi_query(line)
+    assert [gpu.name for gpu in gpus] == ["NVIDIA RTX A5000, Laptop GPU"]
+
+
+def test_nvidia_smi_query_ignores_noise() -> None:
+    text = "\nNo devices were found\n" + fixture("nvidia-smi-query-t4.csv")
+    gpus, version = facts.parse_nvidia_smi_query(text)
+    assert [gpu.name for gpu in gpus] == ["Tesla T4"]
+    assert version == "470.256.02"
+
+
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [("proc-version-proprietary.txt", "535.183.01"), ("proc-version-open.txt", "550.54.15")],
+)
+def test_proc_version(name: str, version: str) -> None:
+    assert facts.parse_proc_version(fixture(name)) == version
+
+
+def test_proc_version_unrecognised_is_empty() -> None:
+    assert facts.parse_proc_version("something else\n") == ""
+
+
+def test_proc_information() -> None:
+    info = facts.parse_proc_information(fixture("proc-gpus/0000:2a:00.0/information"))
+    assert info["Model"] == "NVIDIA H100 80GB HBM3"
+    assert info["Device Minor"] == "1"
+    assert info["Bus Location"] == "0000:2a:00.0"
+
+
+def test_lspci_counts_only_nvidia_vga_and_3d_controllers() -> None:
+    gpus = facts.parse_lspci(fixture("lspci-nn-t4-server.txt"))
+    # The ASPEED VGA (vendor 1a03) and the T4's audio function (class 0403) do not count.
+    assert [(gpu.name, gpu.pci_bus) for gpu in gpus] == [("Tesla T4", "3b:00.0")]
+
+
+def test_lspci_eight_gpus_without_the_nvswitches() -> None:
+    gpus = facts.parse_lspci(fixture("lspci-nn-a100-sxm.txt"))
+    assert len(gpus) == 8
+    assert {gpu.name for gpu in gpus} == {"A100 SXM4 40GB"}
+
+
+def test_lspci_cpu_host_has_no_gpu() -> None:
+    assert facts.parse_lspci(fixture("lspci-nn-cpu-host.txt")) == []
+
+
+def test_lspci_model_without_brackets() -> None:
+    line = (
+        "0000:01:00.0 VGA compatible controller [0300]: "
+        "NVIDIA Corporation Device [10de:2684] (rev a1)"
+    )
+    assert [gpu.name for gpu in facts.parse_lspci(line)] == ["Device"]
+
+
+# --- detection order ---------------------------------------------------------------------
+
+
+def test_detect_prefers_nvidia_smi() -> None:
+    host = FakeHost(
+        binaries={**SMI, **LSPCI},
+        commands={"nvidia-smi": (0, fixture("nvidia-smi-query-a100x2.csv"), "")},
+        files=proc_files("proc-version-proprietary.txt"),
+    )
+    result = facts.detect(host.probe()).as_result()
+    assert result["detection_source"] == "nvidia-smi"
+    assert result["gpu_count"] == 2
+    assert result["gpu_models"] == ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB"]
+    assert result["driver_version"] == "535.183.01"
+    assert host.ran == [["/usr/bin/nvidia-smi", *facts.NVIDIA_SMI_QUERY]]
+
+
+def test_detect_falls_back_to_proc_when_nvidia_smi_fails() -> None:
+    host = FakeHost(
+        binaries=SMI,
+        commands={"nvidia-smi": (9, fixture("nvidia-smi-no-driver.txt"), "")},
+        files=proc_files("proc-version-open.txt"),
+    )
+    result = facts.detect(host.probe()).as_result()
+    assert result["detection_source"] == "proc"
+    assert result["gpu_models"] == ["NVIDIA H100 80GB HBM3"] * 2
+    assert result["driver_version"] == "550.54.15"
+    assert result["checks"][0].startswith("nvidia-smi: exit 9: NVIDIA-SMI has failed")
+
+
+def test_detect_falls_back_to_lspci_without_driver() -> None:
+    host = FakeHost(binaries=LSPCI, commands={"lspci": (0, fixture("lspci-nn-a100-sxm.txt"), "")})
+    result = facts.detect(host.probe()).as_result()
+    assert result["detection_source"] == "lspci"
+    assert result["gpu_count"] == 8
+    assert result["driver_version"] == ""
+    assert result["checks"][:2] == [
+        "nvidia-smi: nvidia-smi not found",
+        "/proc/driver/nvidia: not present (driver not loaded)",
+    ]
+
+
+def test_detect_cpu_host_reports_every_source() -> None:
+    host = FakeHost(binaries=LSPCI, commands={"lspci": (0, fixture("lspci-nn-cpu-host.txt"), "")})
+    result = facts.detect(host.probe()).as_result()
+    assert result == {
+        "gpu_count": 0,
+        "gpu_models": [],
+        "driver_version": "",
+        "detection_source": "none",
+        "gpus": [],
+        "checks": [
+            "nvidia-smi: nvidia-smi not found",
+            "/proc/driver/nvidia: not present (driver not loaded)",
+            "lspci: 0 NVIDIA VGA/3D controller(s)",
+        ],
+    }
+
+
+def test_detect_without_lspci_says_so() -> None:
+    result = facts.detect(FakeHost().probe(), lspci="lspci").as_result()
+    assert result["detection_source"] == "none"
+    assert result["checks"][-1] == "lspci: lspci not installed"
+
+
+def test_detect_keeps_driver_version_of_proc_without_gpus() -> None:
+    host = FakeHost(
+        binaries=LSPCI,
+        commands={"lspci": (0, fixture("lspci-nn-t4-server.txt"), "")},
+        files=proc_files("proc-version-proprietary.txt", with_gpus=False),
+    )
+    result = facts.detect(host.probe()).as_result()
+    assert result["detection_source"] == "lspci"
+    assert result["driver_version"] == "535.183.01"
+
+
+def test_detect_uses_the_given_nvidia_smi_path() -> None:
+    host = FakeHost(binaries={"/opt/fixture/nvidia-smi": "/opt/fixture/nvidia-smi"})
+    host.commands["nvidia-smi"] = (0, fixture("nvidia-smi-query-t4.csv"), "")
+    result = facts.detect(host.probe(), nvidia_smi="/opt/fixture/nvidia-smi").as_result()
+    assert result["gpu_models"] == ["Tesla T4"]
+
+
+# --- driver version and nvidia-smi -L filters ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("found", "required", "ok"),
+    [
+        ("535.183.01", "525.60.13", True),
+        ("525.60.13", "525.60.13", True),
+        ("525.60.11", "525.60.13", False),
+        ("525.105.17", "525.60.13", True),  # numeric, not text: 105 > 60
+        ("470.256.02", "525.60.13", False),
+        ("550", "550.0.0", True),
+        ("550.0.1", "550", True),
+        ("1000.1", "525.60.13", True),
+        ("", "525.60.13", False),
+        ("not-loaded", "525.60.13", False),
+    ],
+)
+def test_driver_at_least(found: str, required: str, ok: bool) -> None:
+    assert driver.nvidia_driver_at_least(found, required) is ok
+
+
+def test_driver_requirement_must_be_a_version() -> None:
+    with pytest.raises(ValueError, match="not an NVIDIA driver version"):
+        driver.nvidia_driver_at_least("535.183.01", "latest")
+
+
+def test_nvidia_smi_list() -> None:
+    assert driver.nvidia_smi_list_gpus(fixture("nvidia-smi-L-a100x2.txt")) == [
+        "NVIDIA A100-SXM4-40GB",
+        "NVIDIA A100-SXM4-40GB",
+    ]
+
+
+@pytest.mark.parametrize("output", ["", "No devices were found\n", "Failed to initialize NVML\n"])
+def test_nvidia_smi_list_without_gpus(output: str) -> None:
+    assert driver.nvidia_smi_list_gpus(output) == []
+
+
+def test_filters_are_registered() -> None:
+    assert set(driver.FilterModule().filters()) == {
+        "nvidia_driver_at_least",
+        "nvidia_smi_list_gpus",
+    }
