@@ -141,6 +141,7 @@ def bench_case(case: Case, grpc_target: str, rest_url: str, levels: list[int], s
     results: list[Result] = []
     lv = LoadedVersion(case.model, 0, str(latest_version(case.base_path)), SessionOptions())
     try:
+
         def session_call() -> object:
             return inference.predict(lv, case.signature, case.arrays)
 
@@ -193,8 +194,13 @@ def start_server(cases: list[Case]) -> tuple[subprocess.Popen[bytes], str, str]:
     gport, rport = _free_port(), _free_port()
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "tfs_standin", f"--port={gport}", f"--rest_api_port={rport}",
-            f"--model_config_file={tmp.name}", "--standin_bind_address=127.0.0.1",
+            sys.executable,
+            "-m",
+            "tfs_standin",
+            f"--port={gport}",
+            f"--rest_api_port={rport}",
+            f"--model_config_file={tmp.name}",
+            "--standin_bind_address=127.0.0.1",
         ],
         env={**os.environ, "PYTHONPATH": str(HERE)},
         stdout=subprocess.DEVNULL,

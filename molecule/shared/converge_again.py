@@ -21,6 +21,4 @@ def converge(
     if limit:
         argv += ["--limit", limit]
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT_DIR / "roles"), "NO_COLOR": "1"}
-    return subprocess.run(
-        argv, capture_output=True, text=True, check=False, env=env, timeout=900
-    )
+    return subprocess.run(argv, capture_output=True, text=True, check=False, env=env, timeout=900)

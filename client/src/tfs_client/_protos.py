@@ -86,6 +86,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
+from tensorflow_serving.config import model_server_config_pb2
 
 if _PLACEHOLDER is not None and sys.modules.get("tensorflow") is _PLACEHOLDER:
     del sys.modules["tensorflow"]
@@ -100,6 +101,7 @@ __all__ = [
     "get_model_status_pb2",
     "input_pb2",
     "model_pb2",
+    "model_server_config_pb2",
     "model_service_pb2_grpc",
     "predict_pb2",
     "prediction_service_pb2_grpc",

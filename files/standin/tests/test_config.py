@@ -52,12 +52,20 @@ def test_misspelled_field_is_rejected(tmp_path: Path) -> None:
     ("cfg", "message"),
     [
         ('model_config_list { config { name: "a" } }', "empty base_path"),
-        ('model_config_list { config { name: "a" base_path: "/x" } '
-         'config { name: "a" base_path: "/y" } }', "more than once"),
-        ('model_config_list { config { name: "a" base_path: "/x" model_platform: "onnx" } }',
-         "model_platform"),
-        ('model_config_list { config { name: "a" base_path: "/x" '
-         'version_labels { key: "bad-label" value: 1 } } }', "version label"),
+        (
+            'model_config_list { config { name: "a" base_path: "/x" } '
+            'config { name: "a" base_path: "/y" } }',
+            "more than once",
+        ),
+        (
+            'model_config_list { config { name: "a" base_path: "/x" model_platform: "onnx" } }',
+            "model_platform",
+        ),
+        (
+            'model_config_list { config { name: "a" base_path: "/x" '
+            'version_labels { key: "bad-label" value: 1 } } }',
+            "version label",
+        ),
     ],
 )
 def test_semantic_config_errors(tmp_path: Path, cfg: str, message: str) -> None:
@@ -118,8 +126,12 @@ def test_cli_version_and_unknown_flag() -> None:
 def test_cli_bad_config_file_is_one_line_and_exit_1(testdata: Path) -> None:
     path = testdata / "bad_model_config.txt"
     out = subprocess.run(
-        _cli(f"--model_config_file={path}"), capture_output=True, text=True, env=_env(),
-        check=False, timeout=120,
+        _cli(f"--model_config_file={path}"),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=False,
+        timeout=120,
     )
     assert out.returncode == 1
     lines = [ln for ln in out.stderr.splitlines() if "stand-in): error:" in ln]

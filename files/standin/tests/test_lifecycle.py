@@ -167,8 +167,9 @@ def test_ports_open_only_once_a_version_is_available(
             lambda: "No versions of servable late found under base path" in caplog.text,
             what="the no-versions message",
         )
-        with pytest.raises(OSError), socket.create_connection(
-            ("127.0.0.1", server.opts.rest_api_port), timeout=1
+        with (
+            pytest.raises(OSError),
+            socket.create_connection(("127.0.0.1", server.opts.rest_api_port), timeout=1),
         ):
             pass
         add_version(base, 5, testdata / HALF_PLUS_TWO / "00000123")
@@ -215,8 +216,10 @@ def test_config_file_reload(
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     # a broken file is reported and ignored: b keeps serving
     cfg.write_text("this is not a text proto")
-    wait_until(lambda: "Config reload skipped: invalid model config file" in caplog.text,
-               what="the reload error")
+    wait_until(
+        lambda: "Config reload skipped: invalid model config file" in caplog.text,
+        what="the reload error",
+    )
     assert y_of(srv, "b") == (123, [[3.5]])
 
 

@@ -34,9 +34,7 @@ def test_metrics_count_requests(main_server: Running) -> None:
     ok = ":tensorflow:serving:request_count"
     lat = ":tensorflow:serving:request_latency_count"
     n_ok = _value(before.text, ok, model_name="half_plus_three", status="OK")
-    n_lat = _value(
-        before.text, lat, model_name="half_plus_three", API="predict", entrypoint="REST"
-    )
+    n_lat = _value(before.text, lat, model_name="half_plus_three", API="predict", entrypoint="REST")
     n_missing = _value(before.text, ok, model_name="ghost", status="NOT_FOUND")
     for _ in range(5):
         requests.post(
@@ -44,30 +42,54 @@ def test_metrics_count_requests(main_server: Running) -> None:
             json={"instances": [1.0]},
             timeout=10,
         )
-    requests.post(f"{main_server.rest}/v1/models/ghost:predict", json={"instances": [1.0]},
-                  timeout=10)
+    requests.post(
+        f"{main_server.rest}/v1/models/ghost:predict", json={"instances": [1.0]}, timeout=10
+    )
     after = requests.get(url, timeout=10).text
     assert _value(after, ok, model_name="half_plus_three", status="OK") == n_ok + 5
-    assert _value(
-        after, lat, model_name="half_plus_three", API="predict", entrypoint="REST"
-    ) == n_lat + 5
+    assert (
+        _value(after, lat, model_name="half_plus_three", API="predict", entrypoint="REST")
+        == n_lat + 5
+    )
     assert _value(after, ok, model_name="ghost", status="NOT_FOUND") == n_missing + 1
     assert "# TYPE :tensorflow:serving:request_latency histogram" in after
-    assert _value(
-        after, ":tensorflow:cc:saved_model:load_attempt_count",
-        model_path=str(Path(main_server.server.model_config.model_config_list.config[1].base_path)
-                       / "00000123"),
-        status="success",
-    ) == 1
+    assert (
+        _value(
+            after,
+            ":tensorflow:cc:saved_model:load_attempt_count",
+            model_path=str(
+                Path(main_server.server.model_config.model_config_list.config[1].base_path)
+                / "00000123"
+            ),
+            status="success",
+        )
+        == 1
+    )
 
 
 def _make_cert(tmp: Path) -> tuple[str, str]:
     key, cert = tmp / "key.pem", tmp / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     return key.read_text(), cert.read_text()
 
@@ -77,8 +99,11 @@ def test_grpc_tls_from_ssl_config(testdata: Path, tmp_path: Path, start_server) 
     ssl_cfg = tmp_path / "ssl.config"
     ssl_cfg.write_text(f"server_key: {key!r}\nserver_cert: {cert!r}\n".replace("'", '"'))
     srv = start_server(
-        ["--model_name=hp", f"--model_base_path={testdata / HALF_PLUS_TWO}",
-         f"--ssl_config_file={ssl_cfg}"]
+        [
+            "--model_name=hp",
+            f"--model_base_path={testdata / HALF_PLUS_TWO}",
+            f"--ssl_config_file={ssl_cfg}",
+        ]
     )
     req = predict_pb2.PredictRequest()
     req.model_spec.name = "hp"

@@ -61,7 +61,7 @@ def validate_model_server_config(cfg: model_server_config_pb2.ModelServerConfig,
         if mc.model_platform not in ("", "tensorflow"):
             raise ConfigError(
                 f"{src}: model {mc.name!r}: model_platform {mc.model_platform!r} is not "
-                "supported (only \"tensorflow\")"
+                'supported (only "tensorflow")'
             )
         for label in mc.version_labels:
             if not _LABEL.match(label):
@@ -79,8 +79,7 @@ def model_server_config_from_flags(opts: Options) -> model_server_config_pb2.Mod
         return read_model_config_file(opts.model_config_file)
     if not opts.model_base_path:
         raise ConfigError(
-            "both --model_base_path and --model_config_file are empty: "
-            "give one of them"
+            "both --model_base_path and --model_config_file are empty: give one of them"
         )
     cfg = ModelServerConfig()
     mc = cfg.model_config_list.config.add()

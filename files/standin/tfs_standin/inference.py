@@ -109,7 +109,7 @@ def _run_examples(
 ) -> tuple[int, list[np.ndarray]]:
     if len(sig.inputs) != 1:
         raise errors.invalid(f"Expected one input Tensor, got {len(sig.inputs)}.")
-    (in_alias, in_info), = sig.inputs.items()
+    ((in_alias, in_info),) = sig.inputs.items()
     examples = serialized_examples(inp)
     batch = np.array(examples, dtype=object)
     fetches = [_tensor_name(sig.outputs[a], a) for a in aliases]

@@ -12,9 +12,7 @@ LOAD_ATTEMPTS = ":tensorflow:cc:saved_model:load_attempt_count"
 LOAD_LATENCY = ":tensorflow:cc:saved_model:load_latency"
 
 # request latency buckets in microseconds
-_BUCKETS: tuple[float, ...] = tuple(
-    float(b * 10**e) for e in range(1, 8) for b in (1, 2.5, 5)
-)
+_BUCKETS: tuple[float, ...] = tuple(float(b * 10**e) for e in range(1, 8) for b in (1, 2.5, 5))
 
 LabelKey = tuple[tuple[str, str], ...]
 

@@ -64,9 +64,7 @@ def _row_inputs(instances: Any, sig: meta_graph_pb2.SignatureDef) -> dict[str, A
         keys = set(instances[0])
         for inst in instances:
             if not _is_named(inst) or set(inst) != keys:
-                raise errors.invalid(
-                    "every object in 'instances' must have the same named inputs"
-                )
+                raise errors.invalid("every object in 'instances' must have the same named inputs")
             for k, v in inst.items():
                 columns.setdefault(k, []).append(v)
         return columns
@@ -184,9 +182,7 @@ def _classify_body(api: Api, spec: model_pb2.ModelSpec, body: Any, timeout_ms: i
         req.model_spec.signature_name = body["signature_name"]
     resp = api.classify(req, "REST", timeout_ms)
     return {
-        "results": [
-            [[c.label, c.score] for c in cl.classes] for cl in resp.result.classifications
-        ]
+        "results": [[[c.label, c.score] for c in cl.classes] for cl in resp.result.classifications]
     }
 
 

@@ -57,8 +57,8 @@ class LoadedVersion:
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
         try:
             with self.graph.as_default():
-                self.meta_graph: meta_graph_pb2.MetaGraphDef = (
-                    tf.compat.v1.saved_model.loader.load(self.session, list(options.tags), path)
+                self.meta_graph: meta_graph_pb2.MetaGraphDef = tf.compat.v1.saved_model.loader.load(
+                    self.session, list(options.tags), path
                 )
             self.session._extend_graph()
         except BaseException:

@@ -132,7 +132,10 @@ class StandinServer:
                 )
         if self.opts.rest_api_port:
             self._rest = RestServer(
-                self.api, host, self.opts.rest_api_port, metrics_path,
+                self.api,
+                host,
+                self.opts.rest_api_port,
+                metrics_path,
                 self.opts.rest_api_timeout_in_ms,
             )
             self._rest.start()

@@ -33,14 +33,14 @@ def dtype_name(dtype: int) -> str:
 def _decode_json_string(value: JSON) -> bytes:
     if isinstance(value, dict):
         if set(value) != {"b64"} or not isinstance(value["b64"], str):
-            raise errors.invalid(f"JSON object {value!r} is not {{\"b64\": \"...\"}}")
+            raise errors.invalid(f'JSON object {value!r} is not {{"b64": "..."}}')
         try:
             return base64.b64decode(value["b64"], validate=True)
         except binascii.Error as exc:
-            raise errors.invalid(f"invalid base64 data in {{\"b64\": ...}}: {exc}") from exc
+            raise errors.invalid(f'invalid base64 data in {{"b64": ...}}: {exc}') from exc
     if isinstance(value, str):
         return value.encode("utf-8")
-    raise errors.invalid(f"expected a string or {{\"b64\": ...}}, got {value!r}")
+    raise errors.invalid(f'expected a string or {{"b64": ...}}, got {value!r}')
 
 
 def _map_strings(value: JSON) -> JSON:
@@ -105,4 +105,4 @@ def _reshape(flat: list[JSON], shape: tuple[int, ...]) -> JSON:
     if len(shape) == 1:
         return flat
     step = len(flat) // shape[0] if shape[0] else 0
-    return [_reshape(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+    return [_reshape(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]

@@ -22,7 +22,7 @@ SCENARIO_DIR = Path(__file__).resolve().parents[1]
 TESTDATA = PROJECT_DIR.parent / "shared" / "testdata" / "tfserving"
 SAMPLES = PROJECT_DIR / "files" / "samples"
 TFS_CLIENT = str(Path(sys.executable).parent / "tfs-client")
-HALF_PLUS_TWO = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "models"
+MODELS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "models"
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +94,20 @@ def test_every_sample_image_is_classified_as_its_label(address: str) -> None:
     labels: dict[str, int] = json.loads((SAMPLES / "labels.json").read_text())
     files = sorted(labels)
     result = tfs_client(
-        "predict", f"--server={address}:8500", "--model=digits",
-        "--signature=predict_images", "--json", "--image", *(str(SAMPLES / f) for f in files),
+        "predict",
+        f"--server={address}:8500",
+        "--model=digits",
+        "--signature=predict_images",
+        "--json",
+        "--image",
+        *(str(SAMPLES / f) for f in files),
     )
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)["scores"]
     assert len(scores) == len(files)
-    predicted = {f: max(range(10), key=row.__getitem__) for f, row in zip(files, scores)}
+    predicted = {
+        f: max(range(10), key=row.__getitem__) for f, row in zip(files, scores, strict=True)
+    }
     assert predicted == labels
 
 
@@ -116,7 +123,7 @@ def test_metrics_count_requests(address: str) -> None:
 def test_new_version_rolls_in(host, address: str) -> None:
     # Version 124 carries half_plus_three's graph, so its answers tell it apart.
     shutil.copytree(
-        TESTDATA / "saved_model_half_plus_three" / "00000123", HALF_PLUS_TWO / "half_plus_two" / "124"
+        TESTDATA / "saved_model_half_plus_three" / "00000123", MODELS / "half_plus_two" / "124"
     )
     result = converge(SCENARIO_DIR)
     assert result.returncode == 0, result.stdout[-4000:]
@@ -130,7 +137,7 @@ def test_new_version_rolls_in(host, address: str) -> None:
 
 
 def test_corrupt_version_fails_the_play_and_the_old_one_answers(host, address: str) -> None:
-    corrupt = HALF_PLUS_TWO / "half_plus_two" / "125"
+    corrupt = MODELS / "half_plus_two" / "125"
     shutil.copytree(TESTDATA / "saved_model_half_plus_three" / "00000123", corrupt)
     (corrupt / "saved_model.pb").write_bytes(b"this is not a SavedModel")
     result = converge(SCENARIO_DIR)

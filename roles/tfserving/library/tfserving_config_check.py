@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 module: tfserving_config_check
 short_description: Parse a TF Serving text-proto config as the server will
 description:
-  - Runs on the controller with a Python that has tensorflow-serving-api.
+  - Runs on the controller with a Python that has tensorflow-serving-api and tfs-client.
   - Fails, naming the file and the parser's message, when the content does not parse.
 options:
   content:
@@ -38,22 +38,16 @@ kind:
 
 
 def message_for(kind: str) -> Any:
-    """An empty message of the kind's proto class."""
-    if kind == "model_server":
-        from tensorflow_serving.config import model_server_config_pb2
+    """An empty message of the kind's proto class (tfs-client holds all four)."""
+    from tfs_client import config_protos
 
-        return model_server_config_pb2.ModelServerConfig()
-    if kind == "monitoring":
-        from tensorflow_serving.config import monitoring_config_pb2
-
-        return monitoring_config_pb2.MonitoringConfig()
-    if kind == "ssl":
-        from tensorflow_serving.config import ssl_config_pb2
-
-        return ssl_config_pb2.SSLConfig()
-    from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
-
-    return session_bundle_config_pb2.BatchingParameters()
+    classes = {
+        "model_server": config_protos.ModelServerConfig,
+        "monitoring": config_protos.MonitoringConfig,
+        "ssl": config_protos.SSLConfig,
+        "batching": config_protos.BatchingParameters,
+    }
+    return classes[kind]()
 
 
 def parse(kind: str, content: str) -> Any:
@@ -79,8 +73,8 @@ def main() -> None:
         parse(module.params["kind"], module.params["content"])
     except ImportError as error:
         module.fail_json(
-            msg=f"cannot check {module.params['name']}: tensorflow-serving-api is not "
-            f"importable by {module._name} ({error}); run Ansible from the project's .venv"
+            msg=f"cannot check {module.params['name']}: tensorflow-serving-api or tfs-client "
+            f"is not importable ({error}); run Ansible from the project's .venv"
         )
     except Exception as error:  # text_format.ParseError and protobuf type errors
         module.fail_json(msg=f"{module.params['name']} does not parse: {error}")

@@ -95,8 +95,7 @@ def select_versions(name: str, found: list[int], policy: str, model: dict[str, A
         missing = [v for v in wanted if v not in found]
         if missing:
             raise ModelError(
-                f"model {name!r}: versions {missing} are not under {model['path']} "
-                f"(found {found})"
+                f"model {name!r}: versions {missing} are not under {model['path']} (found {found})"
             )
         return wanted
     raise ModelError(f"model {name!r}: policy must be latest, all or specific, got {policy!r}")
