@@ -41,8 +41,9 @@ lint: venv
 	ruff check .
 	ruff format --check .
 
+# One pytest run per suite: each has its own conftest helpers.
 unit: venv
-	pytest -q $(PYTEST_PATHS)
+	@for suite in $(PYTEST_PATHS); do echo "=== pytest $$suite"; pytest -q $$suite || exit 1; done
 
 molecule: setup standin-archive
 	scripts/molecule.sh $(SCENARIOS)

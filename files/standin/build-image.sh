@@ -4,7 +4,8 @@
 #   files/standin/build-image.sh        prints the image tag on stdout
 #
 # The image carries a `recipe` label: a hash of everything that goes into it (this script,
-# the Dockerfile, the entrypoint, the Python package) plus the base image ID. An image with
+# the Dockerfile, the entrypoint, the stand-in package and the client package whose config
+# protos it uses) plus the base image ID. An image with
 # the same label is reused, so a second call only re-tags. Environment:
 #   STANDIN_TAG  tag to build (default tfserving-standin:local)
 #   BASE_IMAGE   base image (default local/debian-systemd:12, from scripts/base-images.sh)
@@ -21,13 +22,21 @@ base_id=$(docker image inspect -f '{{.Id}}' "$base" 2>/dev/null) || {
   exit 1
 }
 
+client=$(cd "$here/../../client" && pwd)
+
+# The build context: the stand-in and the client package it reuses (config protos).
+context_files() {
+  (cd "$here" && printf '%s\n' build-image.sh Dockerfile tf_serving_entrypoint.sh pyproject.toml \
+    && find tfs_standin -name '*.py' -type f | LC_ALL=C sort) | sed "s|^|$here/|"
+  (cd "$client" && printf '%s\n' pyproject.toml README.md \
+    && find src -name '*.py' -o -name py.typed -type f | LC_ALL=C sort) | sed "s|^|$client/|"
+}
+
 recipe=$(
-  cd "$here"
   {
     printf '%s\n' "$base_id"
-    for f in build-image.sh Dockerfile .dockerignore tf_serving_entrypoint.sh pyproject.toml \
-        $(find tfs_standin -name '*.py' -type f | LC_ALL=C sort); do
-      printf '%s\n' "$f"
+    context_files | while read -r f; do
+      printf '%s\n' "${f#"$here/../../"}"
       cat "$f"
     done
   } | sha256sum | cut -c1-16
@@ -40,7 +49,17 @@ if [ -n "$existing" ]; then
 else
   log "building $tag (recipe $recipe, base $base)"
   start=$(date +%s)
-  docker build --build-arg "BASE_IMAGE=$base" --build-arg "RECIPE=$recipe" -t "$tag" "$here" >&2
+  context=$(mktemp -d)
+  trap 'rm -rf "$context"' EXIT
+  context_files | while read -r f; do
+    case "$f" in
+      "$client"/*) dest="$context/client/${f#"$client/"}" ;;
+      *) dest="$context/${f#"$here/"}" ;;
+    esac
+    mkdir -p "$(dirname "$dest")"
+    cp "$f" "$dest"
+  done
+  docker build --build-arg "BASE_IMAGE=$base" --build-arg "RECIPE=$recipe" -t "$tag" "$context" >&2
   log "built $tag in $(( $(date +%s) - start ))s"
 fi
 printf '%s\n' "$tag"

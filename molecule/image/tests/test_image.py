@@ -63,14 +63,12 @@ def test_node_runs_the_image_the_builder_built() -> None:
 
 
 def test_build_arguments_reached_the_dockerfiles(host) -> None:
-    def read(path: str) -> str:
-        return host.check_output(
-            f"docker run --rm --entrypoint cat {IMAGE_REF} /usr/local/share/tfserving-build/{path}"
-        )
-
-    assert read("commit").strip() == _fixture_commit()
-    assert read("build-options").strip() == "--config=release --local_ram_resources=2048"
-    assert read("build-image").strip() == DEVEL_REF
+    # The fixture's Dockerfiles record the build arguments they received as labels.
+    inspect = json.loads(host.check_output(f"docker image inspect {IMAGE_REF}"))[0]
+    labels = inspect["Config"]["Labels"]
+    assert labels[f"{LABEL}.fixture.git-commit"] == _fixture_commit()
+    assert labels[f"{LABEL}.fixture.build-options"] == "--config=release --local_ram_resources=2048"
+    assert labels[f"{LABEL}.fixture.build-image"] == DEVEL_REF
 
 
 def test_builder_keeps_the_devel_image_and_no_leftovers() -> None:
