@@ -3,8 +3,8 @@
 tensorflow-serving-api carries ModelServerConfig (and PlatformConfig) but not
 MonitoringConfig, SSLConfig or BatchingParameters. This module declares those three
 with the same package, message and field names as the server, so the same text-proto
-files parse, and re-exports ModelServerConfig. They live in a private descriptor pool so they can never clash
-with classes another library registers.
+files parse, and re-exports ModelServerConfig. The three live in a private descriptor pool,
+so they can never clash with classes another library registers.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from typing import TypeVar
 
 from google.protobuf import message, text_format
 from tensorflow_serving.config import model_server_config_pb2
-
 from tfs_client import config_protos as protos
+
 from tfs_standin.flags import Options
 
 M = TypeVar("M", bound=message.Message)
