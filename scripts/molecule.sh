@@ -7,15 +7,16 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export ANSIBLE_FORCE_COLOR=0 NO_COLOR=1 PY_COLORS=0
 
+# Remove the test hosts (and their volumes) of one scenario, found by their labels.
 cleanup() {
-  local ids
-  ids=$(docker ps -aq --filter label=owner=molecule)
+  local filter="label=molecule-scenario=$1" ids
+  ids=$(docker ps -aq --filter label=owner=molecule --filter "$filter")
   [ -n "$ids" ] && docker rm -f $ids >/dev/null
-  ids=$(docker volume ls -q --filter label=owner=molecule)
+  ids=$(docker volume ls -q --filter label=owner=molecule --filter "$filter")
   [ -n "$ids" ] && docker volume rm -f $ids >/dev/null
   return 0
 }
-trap cleanup EXIT
+trap 'for s in "$@"; do cleanup "$s"; done' EXIT
 
 status=0
 for scenario in "$@"; do
@@ -29,6 +30,6 @@ for scenario in "$@"; do
     molecule destroy -s "$scenario" >/dev/null 2>&1 || true
   fi
   echo "=== molecule scenario $scenario $result in $(( $(date +%s) - start ))s"
-  cleanup
+  cleanup "$scenario"
 done
 exit $status

@@ -1,4 +1,4 @@
-"""Run a scenario's converge playbook again from a testinfra test, with extra variables."""
+"""Run a scenario's playbook again from a testinfra test, with extra variables."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 def converge(
-    scenario_dir: Path, extra_vars: dict[str, object] | None = None, limit: str | None = None
+    scenario_dir: Path,
+    extra_vars: dict[str, object] | None = None,
+    limit: str | None = None,
+    playbook: str = "converge.yml",
 ) -> subprocess.CompletedProcess[str]:
-    """ansible-playbook SCENARIO/converge.yml against molecule's inventory; never raises."""
+    """ansible-playbook SCENARIO/PLAYBOOK against molecule's inventory; never raises."""
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-    argv = ["ansible-playbook", "-i", str(inventory), str(scenario_dir / "converge.yml")]
+    argv = ["ansible-playbook", "-i", str(inventory), str(scenario_dir / playbook)]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     if limit:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -112,6 +113,17 @@ def _converge_with(extra_vars: dict[str, object]) -> subprocess.CompletedProcess
         env={**os.environ, "ANSIBLE_ROLES_PATH": str(SCENARIO_DIR.parents[1] / "roles")},
         timeout=600,
     )
+
+
+def test_build_only_hosts_get_nothing() -> None:
+    # With no host running the image there is no variant to build and nothing to load.
+    before = {name: _tagged_images(name) for name in HOSTS}
+    result = _converge_with({"tfserving_image_serving": False})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert re.search(r"image-builder\s+: ok=\d+\s+changed=0", result.stdout), result.stdout[-3000:]
+    assert re.search(r"image-node\s+: ok=\d+\s+changed=0", result.stdout), result.stdout[-3000:]
+    assert "Check out the TF Serving repository" not in result.stdout
+    assert {name: _tagged_images(name) for name in HOSTS} == before
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ checks fail the play when they should.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from converge_again import converge
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
@@ -106,24 +106,7 @@ def test_cdi_spec_written(host) -> None:
 
 
 def _run_role(extra_vars: dict[str, object], host_name: str) -> subprocess.CompletedProcess[str]:
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            str(Path(inventory).parent),
-            "--limit",
-            host_name,
-            "-e",
-            json.dumps(extra_vars),
-            str(SCENARIO_DIR / "toolkit.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "ANSIBLE_ROLES_PATH": str(SCENARIO_DIR.parents[1] / "roles")},
-        timeout=300,
-    )
+    return converge(SCENARIO_DIR, extra_vars, host_name, playbook="toolkit.yml")
 
 
 def _check_image(host, tag: str, nvidia_smi_body: str) -> str:
