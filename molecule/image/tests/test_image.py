@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from converge_again import converge
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
 CACHE_DIR = SCENARIO_DIR / ".cache" / "images"
@@ -97,33 +96,7 @@ def test_controller_cache_holds_one_tarball_with_its_sha256() -> None:
 
 
 def _converge_with(extra_vars: dict[str, object]) -> subprocess.CompletedProcess[str]:
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            str(Path(inventory).parent),
-            "-e",
-            json.dumps(extra_vars),
-            str(SCENARIO_DIR / "converge.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "ANSIBLE_ROLES_PATH": str(SCENARIO_DIR.parents[1] / "roles")},
-        timeout=600,
-    )
-
-
-def test_build_only_hosts_get_nothing() -> None:
-    # With no host running the image there is no variant to build and nothing to load.
-    before = {name: _tagged_images(name) for name in HOSTS}
-    result = _converge_with({"tfserving_image_serving": False})
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert re.search(r"image-builder\s+: ok=\d+\s+changed=0", result.stdout), result.stdout[-3000:]
-    assert re.search(r"image-node\s+: ok=\d+\s+changed=0", result.stdout), result.stdout[-3000:]
-    assert "Check out the TF Serving repository" not in result.stdout
-    assert {name: _tagged_images(name) for name in HOSTS} == before
+    return converge(SCENARIO_DIR, extra_vars)
 
 
 @pytest.mark.parametrize(
