@@ -7,8 +7,8 @@
 #
 # Tags: local/debian-systemd:12 (bookworm) and local/debian-systemd:13 (trixie).
 # Each image carries the content hash of its recipe in the label `recipe`; an image whose
-# label matches is kept, so a second call is quick. A user with a registry can skip all of
-# this and name a pulled image in MOLECULE_IMAGE_<suite> (see molecule/README.md).
+# label matches is kept, so a second call is quick. Where a registry is reachable, a
+# scenario's platform can name a pulled image instead (see molecule/README.md).
 set -euo pipefail
 
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}

@@ -13,7 +13,10 @@ if [ -f .venv/.setup-hash ] && [ "$(cat .venv/.setup-hash)" = "$hash" ]; then
 fi
 echo "setup-venv: installing pinned dependencies into .venv" >&2
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
-.venv/bin/pip install -q --disable-pip-version-check --no-deps -e client
+# (This machine's pip configuration names local package folders that may be absent; pip
+# warns once per package about them, which says nothing about the install.)
+quiet() { "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
+quiet .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+quiet .venv/bin/pip install -q --disable-pip-version-check --no-deps -e client
 echo "$hash" > .venv/.setup-hash
 echo "setup-venv: done ($(.venv/bin/ansible --version | head -1))" >&2
