@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import role_templates
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "roles" / "tfserving" / "library"
@@ -127,13 +128,7 @@ def test_ssl_config_parses_pem_contents() -> None:
 
 
 def render(template: str, **variables: object) -> str:
-    """Render one of the role's templates with Ansible's own templating."""
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar, trust_as_template
-
-    source = (ROOT / "roles" / "tfserving" / "templates" / template).read_text()
-    templar = Templar(loader=DataLoader(), variables={"ansible_managed": "managed", **variables})
-    return templar.template(trust_as_template(source))
+    return role_templates.render("tfserving", template, **variables)
 
 
 def test_rendered_models_config_matches_the_scan(model_dir: Path) -> None:
