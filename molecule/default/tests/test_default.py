@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -120,13 +121,41 @@ def test_metrics_count_requests(address: str) -> None:
     assert "half_plus_two" in text
 
 
-def test_new_version_rolls_in(host, address: str) -> None:
+class Traffic(threading.Thread):
+    """REST predictions in a loop until stopped: every answer must be one of the versions."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(daemon=True)
+        self.address = address
+        self.stop = threading.Event()
+        self.answers: list[list[float]] = []
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set() and len(self.answers) < 100_000:
+            try:
+                self.answers.append(predict_half_plus_two(self.address))
+            except (AssertionError, requests.RequestException) as error:
+                self.failures.append(str(error))
+            time.sleep(0.02)
+
+
+def test_new_version_rolls_in_without_a_failed_request(host, address: str) -> None:
     # Version 124 carries half_plus_three's graph, so its answers tell it apart.
     shutil.copytree(
         TESTDATA / "saved_model_half_plus_three" / "00000123", MODELS / "half_plus_two" / "124"
     )
+    traffic = Traffic(address)
+    traffic.start()
     result = converge(SCENARIO_DIR)
+    time.sleep(1)
+    traffic.stop.set()
+    traffic.join(timeout=30)
     assert result.returncode == 0, result.stdout[-4000:]
+    assert traffic.failures == []
+    assert traffic.answers[0] == [2.5, 3.0, 4.5]
+    assert traffic.answers[-1] == [3.5, 4.0, 5.5]
+    assert {tuple(a) for a in traffic.answers} == {(2.5, 3.0, 4.5), (3.5, 4.0, 5.5)}
     assert predict_half_plus_two(address) == [3.5, 4.0, 5.5]
     status = tfs_client("status", f"--server={address}:8500", "--model=half_plus_two", "--json")
     versions = {v["version"]: v["state"] for v in json.loads(status.stdout)["versions"]}
