@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 
+import pytest
 import yaml
 from role_templates import ROOT, render
 
@@ -75,3 +76,39 @@ def test_dnf_repository_checks_signatures() -> None:
     assert section["gpgcheck"] == "1"
     assert section["gpgkey"] == "https://download.docker.com/linux/rhel/gpg"
     assert section["enabled"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("os_family", "source", "version", "wanted"),
+    [
+        ("Debian", "distro", "", ["docker.io"]),
+        ("Debian", "distro", "20.10.24+dfsg1-1+deb12u1", ["docker.io=20.10.24+dfsg1-1+deb12u1"]),
+        (
+            "Debian",
+            "upstream",
+            "5:27.5.*",
+            [
+                "docker-ce=5:27.5.*",
+                "docker-ce-cli=5:27.5.*",
+                "containerd.io",
+                "docker-buildx-plugin",
+            ],
+        ),
+        ("RedHat", "upstream", "27.5.1", ["docker-ce-27.5.1", "docker-ce-cli-27.5.1"]),
+    ],
+)
+def test_pinned_package_specs(os_family: str, source: str, version: str, wanted: list[str]) -> None:
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    os_vars = yaml.safe_load((ROOT / f"roles/docker/vars/{os_family}.yml").read_text())
+    variables = {
+        **MAIN_VARS,
+        **os_vars,
+        "docker_packages_wanted": trust_as_template(MAIN_VARS["docker_packages_wanted"]),
+        "docker_install_source": source,
+        "docker_package_version": version,
+    }
+    templar = Templar(loader=DataLoader(), variables=variables)
+    specs = templar.template(trust_as_template("{{ docker_packages_wanted }}"))
+    assert specs[: len(wanted)] == wanted

@@ -116,7 +116,7 @@ def scan_model(model: dict[str, Any]) -> dict[str, Any]:
     if not found:
         raise ModelError(
             f"model {name!r}: {path} has no numeric version directory "
-            "(expected e.g. {path}/1/saved_model.pb)".replace("{path}", str(path))
+            f"(expected e.g. {path}/1/saved_model.pb)"
         )
     policy = str(model.get("policy", "latest"))
     selected = select_versions(name, found, policy, model)
