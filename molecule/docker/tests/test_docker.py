@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from converge_again import converge
+from inner_images import busybox_image
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
 
@@ -36,13 +37,8 @@ def test_engine_runs_the_merged_configuration(host) -> None:
 
 
 def test_container_runs_inside_the_host(host) -> None:
-    build = (
-        "set -e; d=$(mktemp -d); cp /bin/busybox $d/;"
-        " printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nENTRYPOINT [\"/bin/busybox\"]\\n'"
-        " > $d/Dockerfile; docker build -q -t tiny-busybox:local $d >/dev/null; rm -rf $d"
-    )
-    host.run_expect([0], build)
-    out = host.check_output("docker run --rm tiny-busybox:local echo hello-from-inner-container")
+    image = busybox_image(host, "tiny-busybox:local")
+    out = host.check_output(f"docker run --rm {image} /bin/busybox echo hello-from-inner-container")
     assert out.strip() == "hello-from-inner-container"
 
 

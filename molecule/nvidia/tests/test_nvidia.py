@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from converge_again import converge
+from inner_images import busybox_image
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
@@ -87,14 +88,9 @@ def test_docker_lists_the_nvidia_runtime(host) -> None:
 def test_a_container_runs_with_the_nvidia_runtime(host) -> None:
     # The fixture nvidia-container-runtime execs runc: this shows dockerd uses the runtime
     # entry the role wrote.
-    build = (
-        "set -e; d=$(mktemp -d); cp /bin/busybox $d/;"
-        " printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nENTRYPOINT [\"/bin/busybox\"]\\n'"
-        " > $d/Dockerfile; docker build -q -t nvidia-fixture-busybox:local $d >/dev/null; rm -rf $d"
-    )
-    host.run_expect([0], build)
+    image = busybox_image(host, "nvidia-fixture-busybox:local")
     out = host.check_output(
-        "docker run --rm --runtime nvidia nvidia-fixture-busybox:local echo via-nvidia-runtime"
+        f"docker run --rm --runtime nvidia {image} /bin/busybox echo via-nvidia-runtime"
     )
     assert out.strip() == "via-nvidia-runtime"
 
@@ -111,16 +107,7 @@ def _run_role(extra_vars: dict[str, object], host_name: str) -> subprocess.Compl
 
 def _check_image(host, tag: str, nvidia_smi_body: str) -> str:
     """An image whose nvidia-smi (a fixture) prints what a container without GPUs sees."""
-    script = f"#!/bin/busybox sh\\n# TEST FIXTURE nvidia-smi\\n{nvidia_smi_body}\\n"
-    build = (
-        "set -e; d=$(mktemp -d); cp /bin/busybox $d/;"
-        f" printf '{script}' > $d/nvidia-smi; chmod 755 $d/nvidia-smi;"
-        " printf 'FROM scratch\\nCOPY busybox /bin/busybox\\n"
-        "COPY nvidia-smi /usr/bin/nvidia-smi\\n'"
-        f" > $d/Dockerfile; docker build -q -t {tag} $d >/dev/null; rm -rf $d"
-    )
-    host.run_expect([0], build)
-    return tag
+    return busybox_image(host, tag, {"/usr/bin/nvidia-smi": nvidia_smi_body})
 
 
 def test_cpu_host_in_auto_mode_is_skipped_with_a_reason(host) -> None:
