@@ -3,6 +3,7 @@
 #   make lint    ansible-lint (production profile), yamllint, ruff
 #   make demo    site.yml against a local sandbox host, then a real prediction
 #   make demo-clean  remove the sandbox host
+#   make bench   the benchmarks in bench/ (needs make demo's sandbox for first_prediction)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
@@ -11,9 +12,9 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Scenarios run by `make test` (molecule/gpu needs a real GPU host: see README.md).
 SCENARIOS ?= docker nvidia image default
-PYTEST_PATHS := tests client/tests files/standin/tests
+PYTEST_PATHS := tests client/tests standin/tests
 
-.PHONY: help setup venv engine base-images standin-image standin-archive lint unit molecule test demo demo-clean lock clean
+.PHONY: help setup venv engine base-images standin-image standin-archive lint unit molecule test demo demo-clean bench lock clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -30,7 +31,7 @@ base-images: engine
 	@scripts/base-images.sh
 
 standin-image: base-images
-	@files/standin/build-image.sh >/dev/null
+	@standin/build-image.sh >/dev/null
 
 standin-archive: standin-image
 	@scripts/standin-archive.sh
@@ -49,16 +50,25 @@ molecule: setup standin-archive
 	scripts/molecule.sh $(SCENARIOS)
 
 demo: setup standin-archive
-	ansible-playbook playbooks/sandbox.yml
+	ansible-playbook molecule/shared/sandbox.yml
 	ansible-playbook site.yml -i inventory/local
 	@addr=$$(ansible-inventory -i inventory/local --host tfserving-sandbox | python3 -c 'import json,sys; print(json.load(sys.stdin)["test_host_address"])'); \
 	  echo "tfs-client predict --server $$addr:8500 --model digits --image files/samples/digit_{0,3,7}.jpg"; \
 	  tfs-client predict --server $$addr:8500 --model digits --image files/samples/digit_{0,3,7}.jpg
 
 demo-clean:
-	ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent
+	ansible-playbook molecule/shared/sandbox.yml -e sandbox_state=absent
 
 test: setup unit molecule
+
+# The stand-in in-process; then, when `make demo`'s sandbox runs, first prediction and the
+# client against the sandbox's server.
+bench: venv
+	python bench/standin_serving.py
+	@if addr=$$(docker inspect -f '{{.NetworkSettings.IPAddress}}' tfserving-sandbox 2>/dev/null); then \
+	  python bench/first_prediction.py && \
+	  python bench/client_vs_seed.py --server $$addr:8500 --model digits --image files/samples/digit_3.jpg; \
+	else echo "bench: no sandbox host (make demo): skipped first_prediction and client_vs_seed"; fi
 
 lock:
 	python3 -m venv /tmp/tfserving-lock && /tmp/tfserving-lock/bin/pip install -q -r requirements.in

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tag=$(files/standin/build-image.sh)
+tag=$(standin/build-image.sh)
 out=.cache/standin/tfserving-standin.tar
 id=$(docker image inspect -f '{{.Id}}' "$tag")
 mkdir -p "$(dirname "$out")"

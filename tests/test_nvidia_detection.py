@@ -23,8 +23,8 @@ def _load(name: str, path: Path) -> ModuleType:
     return module
 
 
-facts = _load("nvidia_gpu_facts", ROLE / "library" / "nvidia_gpu_facts.py")
-driver = _load("nvidia_driver_filters", ROLE / "filter_plugins" / "nvidia_driver.py")
+facts = _load("nvidia_gpu_info", ROOT / "plugins" / "modules" / "nvidia_gpu_info.py")
+driver = _load("nvidia_driver_filters", ROOT / "plugins" / "filter" / "nvidia_driver.py")
 
 
 def fixture(name: str) -> str:

@@ -12,9 +12,7 @@ import pytest
 import role_templates
 
 ROOT = Path(__file__).resolve().parents[1]
-LIBRARY = ROOT / "roles" / "tfserving" / "library"
-TESTDATA = ROOT.parent / "shared" / "testdata" / "tfserving"
-HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
+LIBRARY = ROOT / "plugins" / "modules"
 
 
 def load(name: str) -> ModuleType:
@@ -31,11 +29,11 @@ check_mod = load("tfserving_config_check")
 
 
 @pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
+def model_dir(tmp_path: Path, testdata: Path) -> Path:
     """half_plus_two with versions 1, 2 and 00000123 (a copy of the real export each)."""
     root = tmp_path / "half_plus_two"
     for version in ("1", "2", "00000123"):
-        shutil.copytree(HALF_PLUS_TWO / "00000123", root / version)
+        shutil.copytree(testdata / "saved_model_half_plus_two_cpu" / "00000123", root / version)
     (root / "notes").mkdir()
     return root
 
@@ -110,13 +108,13 @@ def test_duplicate_names_are_rejected(model_dir: Path) -> None:
         ("batching", "batching_config.txt"),
     ],
 )
-def test_reference_configs_parse(kind: str, file_name: str) -> None:
-    check_mod.parse(kind, (TESTDATA / file_name).read_text())
+def test_reference_configs_parse(kind: str, file_name: str, testdata: Path) -> None:
+    check_mod.parse(kind, (testdata / file_name).read_text())
 
 
-def test_bad_config_is_rejected() -> None:
+def test_bad_config_is_rejected(testdata: Path) -> None:
     with pytest.raises(Exception, match="improperly"):
-        check_mod.parse("model_server", (TESTDATA / "bad_model_config.txt").read_text())
+        check_mod.parse("model_server", (testdata / "bad_model_config.txt").read_text())
 
 
 def test_ssl_config_parses_pem_contents() -> None:

@@ -20,7 +20,6 @@ import requests
 from converge_again import PROJECT_DIR, converge
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
-TESTDATA = PROJECT_DIR.parent / "shared" / "testdata" / "tfserving"
 SAMPLES = PROJECT_DIR / "files" / "samples"
 TFS_CLIENT = str(Path(sys.executable).parent / "tfs-client")
 MODELS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "models"
@@ -140,10 +139,10 @@ class Traffic(threading.Thread):
             time.sleep(0.02)
 
 
-def test_new_version_rolls_in_without_a_failed_request(host, address: str) -> None:
+def test_new_version_rolls_in_without_a_failed_request(host, address: str, testdata: Path) -> None:
     # Version 124 carries half_plus_three's graph, so its answers tell it apart.
     shutil.copytree(
-        TESTDATA / "saved_model_half_plus_three" / "00000123", MODELS / "half_plus_two" / "124"
+        testdata / "saved_model_half_plus_three" / "00000123", MODELS / "half_plus_two" / "124"
     )
     traffic = Traffic(address)
     traffic.start()
@@ -165,9 +164,11 @@ def test_new_version_rolls_in_without_a_failed_request(host, address: str) -> No
     assert host.file("/srv/tfserving/models/half_plus_two/124/saved_model.pb").exists
 
 
-def test_corrupt_version_fails_the_play_and_the_old_one_answers(host, address: str) -> None:
+def test_corrupt_version_fails_the_play_and_the_old_one_answers(
+    host, address: str, testdata: Path
+) -> None:
     corrupt = MODELS / "half_plus_two" / "125"
-    shutil.copytree(TESTDATA / "saved_model_half_plus_three" / "00000123", corrupt)
+    shutil.copytree(testdata / "saved_model_half_plus_three" / "00000123", corrupt)
     (corrupt / "saved_model.pb").write_bytes(b"this is not a SavedModel")
     result = converge(SCENARIO_DIR)
     output = result.stdout + result.stderr

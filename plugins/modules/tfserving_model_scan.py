@@ -1,0 +1,187 @@
+#!/usr/bin/python
+"""Validate model exports on the controller and pick the versions each model serves."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: tfserving_model_scan
+short_description: Validate SavedModel export directories and select the versions to serve
+description:
+  - Runs on the controller (delegate_to localhost) before any host changes.
+  - Each model path must hold numeric version directories, each with saved_model.pb (or
+    saved_model.pbtxt) and variables/variables.index.
+  - Smoke prediction files (smoke_input, smoke_images) must exist.
+  - Returns, per model, the versions its policy selects, each with its directory name and
+    a content digest.
+options:
+  models:
+    description: The tfserving_models list.
+    type: list
+    elements: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Check the exports and pick the versions to serve (on the controller)
+  tfserving.fleet.tfserving_model_scan:
+    models:
+      - name: digits
+        path: files/models/digits
+        policy: latest
+        num_versions: 1
+        smoke_images: [files/samples/digit_7.jpg]
+  delegate_to: localhost
+  run_once: true
+  register: scan
+"""
+
+RETURN = r"""
+models:
+  description: Per model, name, path, policy, selected versions, entries (version, dir, digest).
+  type: list
+  returned: success
+"""
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+LABEL_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class ModelError(ValueError):
+    """A model entry that cannot be served; the message names the model and the path."""
+
+
+def version_dirs(path: Path) -> dict[int, str]:
+    """Numeric child directories of a model path: version number to directory name."""
+    found: dict[int, str] = {}
+    for child in sorted(path.iterdir()):
+        if child.is_dir() and child.name.isdigit():
+            found.setdefault(int(child.name), child.name)
+    return dict(sorted(found.items()))
+
+
+def check_version(name: str, version_path: Path) -> None:
+    """Raise ModelError unless version_path looks like a complete SavedModel."""
+    graph = [f for f in ("saved_model.pb", "saved_model.pbtxt") if (version_path / f).is_file()]
+    if not graph:
+        raise ModelError(
+            f"model {name!r}: {version_path} has no saved_model.pb or saved_model.pbtxt"
+        )
+    if not (version_path / "variables" / "variables.index").is_file():
+        raise ModelError(f"model {name!r}: {version_path} has no variables/variables.index")
+
+
+def digest(version_path: Path) -> str:
+    """sha256 over every file's relative path, mode bit for execution and content."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(version_path):
+        dirs.sort()
+        for file_name in sorted(files):
+            file_path = Path(root, file_name)
+            h.update(str(file_path.relative_to(version_path)).encode() + b"\0")
+            with file_path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    h.update(chunk)
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+def select_versions(name: str, found: list[int], policy: str, model: dict[str, Any]) -> list[int]:
+    """The versions the policy serves, from those found on the controller."""
+    if policy == "latest":
+        count = int(model.get("num_versions", 1))
+        if count < 1:
+            raise ModelError(f"model {name!r}: num_versions must be at least 1, got {count}")
+        return found[-count:]
+    if policy == "all":
+        return list(found)
+    if policy == "specific":
+        wanted = sorted(int(v) for v in model.get("versions") or [])
+        if not wanted:
+            raise ModelError(f"model {name!r}: policy specific needs a non-empty versions list")
+        missing = [v for v in wanted if v not in found]
+        if missing:
+            raise ModelError(
+                f"model {name!r}: versions {missing} are not under {model['path']} (found {found})"
+            )
+        return wanted
+    raise ModelError(f"model {name!r}: policy must be latest, all or specific, got {policy!r}")
+
+
+def scan_model(model: dict[str, Any]) -> dict[str, Any]:
+    name = str(model.get("name") or "")
+    if not NAME_RE.match(name):
+        raise ModelError(f"tfserving_models: model name {name!r} must match {NAME_RE.pattern}")
+    raw_path = model.get("path")
+    if not raw_path:
+        raise ModelError(f"model {name!r}: path is required")
+    path = Path(str(raw_path)).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"model {name!r}: path {path} does not exist or is not a directory")
+    dirs = version_dirs(path)
+    found = list(dirs)
+    if not found:
+        raise ModelError(
+            f"model {name!r}: {path} has no numeric version directory "
+            f"(expected e.g. {path}/1/saved_model.pb)"
+        )
+    policy = str(model.get("policy", "latest"))
+    selected = select_versions(name, found, policy, model)
+    for version in selected:
+        check_version(name, path / dirs[version])
+    labels = model.get("labels") or {}
+    for label, version in labels.items():
+        if not LABEL_RE.match(str(label)):
+            raise ModelError(f"model {name!r}: label {label!r} must match {LABEL_RE.pattern}")
+        if int(version) not in selected:
+            raise ModelError(
+                f"model {name!r}: label {label!r} points at version {version}, "
+                f"which is not served (served: {selected})"
+            )
+    for smoke_file in [model.get("smoke_input"), *(model.get("smoke_images") or [])]:
+        if smoke_file and not Path(str(smoke_file)).expanduser().is_file():
+            raise ModelError(f"model {name!r}: smoke file {smoke_file} does not exist")
+    return {
+        "name": name,
+        "path": str(path),
+        "policy": policy,
+        "num_versions": int(model.get("num_versions", 1)),
+        "found": found,
+        "versions": selected,
+        "served": [f"{name}/{dirs[v]}" for v in selected],
+        "entries": [
+            {"version": v, "dir": dirs[v], "digest": digest(path / dirs[v])} for v in selected
+        ],
+        "labels": {str(k): int(v) for k, v in labels.items()},
+    }
+
+
+def scan(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    names = [str(m.get("name")) for m in models]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ModelError(f"tfserving_models: model names must be unique, repeated: {duplicates}")
+    return [scan_model(m) for m in models]
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={"models": {"type": "list", "elements": "dict", "required": True}},
+        supports_check_mode=True,
+    )
+    try:
+        result = scan(module.params["models"])
+    except (ModelError, OSError) as error:
+        module.fail_json(msg=str(error))
+    module.exit_json(changed=False, models=result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+../../plugins/module_utils/tfserving_config_protos.py
