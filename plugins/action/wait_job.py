@@ -75,7 +75,7 @@ def start_script(argv: list[str], state_dir: str, log: str, chdir: str | None) -
     )
     cd = f"cd {q(chdir)} && " if chdir else ""
     return (
-        f"mkdir -p {q(state_dir)} && mkdir -p \"$(dirname {q(log)})\" && : > {q(log)} && {cd}"
+        f'mkdir -p {q(state_dir)} && mkdir -p "$(dirname {q(log)})" && : > {q(log)} && {cd}'
         f"(setsid sh -c {q(inner)} > /dev/null 2>&1 < /dev/null & echo $! > {q(state_dir)}/pid)"
     )
 
@@ -185,8 +185,10 @@ class ActionModule(ActionBase):
         if not args["log"]:
             self._shell(f"rm -rf {shlex.quote(state_dir)}")
         else:
-            self._shell(f"rm -f {shlex.quote(state_dir)}/rc {shlex.quote(state_dir)}/pid; "
-                        f"rmdir {shlex.quote(state_dir)} 2>/dev/null || true")
+            self._shell(
+                f"rm -f {shlex.quote(state_dir)}/rc {shlex.quote(state_dir)}/pid; "
+                f"rmdir {shlex.quote(state_dir)} 2>/dev/null || true"
+            )
         outcome: dict[str, Any] = {
             "changed": True,
             "rc": rc,
@@ -205,7 +207,9 @@ class ActionModule(ActionBase):
 
     # --- jid: poll an async job ------------------------------------------------------------
 
-    def _wait_job(self, host: str, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
+    def _wait_job(
+        self, host: str, args: dict[str, Any], task_vars: dict[str, Any]
+    ) -> dict[str, Any]:
         jid = args["jid"]
         async_dir = self._async_dir()
         start = time.monotonic()

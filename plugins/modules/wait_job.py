@@ -9,8 +9,8 @@ module: wait_job
 short_description: Wait for a long command or async job, printing progress lines (never FAILED)
 description:
   - Waits for long work on the host and prints one line every O(interval) seconds at the
-    default verbosity, for example
-    C(image-builder: waiting for the devel image build (cpu), 12m30s elapsed; latest: Step 7/12 : RUN bazel build ...).
+    default verbosity, for example C(builder: waiting for the devel image build, 12m30s
+    elapsed; latest: Step 7/12 : RUN bazel build ...).
     Unlike an C(until) loop it never prints C(FAILED - RETRYING) while the work is going well.
   - With O(command), starts the command on the host itself, detached in its own session, with
     stdout and stderr written to O(log) (or a file of its own), and waits for it to exit;
