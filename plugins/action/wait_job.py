@@ -166,7 +166,8 @@ class ActionModule(ActionBase):
                 break
             if now - start > args["timeout"]:
                 self._shell(
-                    f"kill -TERM -- -$(cat {shlex.quote(state_dir)}/pid) 2>/dev/null || true"
+                    f"kill -TERM -$(cat {shlex.quote(state_dir)}/pid) 2>/dev/null || true;"
+                    f" rm -rf {shlex.quote(state_dir)}"
                 )
                 return {
                     "failed": True,
