@@ -9,15 +9,16 @@ module: wait_job
 short_description: Wait for a long command or async job, printing progress lines (never FAILED)
 description:
   - Waits for long work on the host and prints one line every O(interval) seconds at the
-    default verbosity, for example C(builder: waiting for the devel image build, 12m30s
-    elapsed; latest: Step 7/12 : RUN bazel build ...).
-    Unlike an C(until) loop it never prints C(FAILED - RETRYING) while the work is going well.
+    default verbosity, saying what is waited for, the elapsed time and the latest output line.
+  - "For example: C(builder: waiting for the devel image build, 12m30s elapsed; latest: Step
+    7/12 : RUN make). Unlike an C(until) loop it never prints C(FAILED - RETRYING) while the
+    work is going well."
   - With O(command), starts the command on the host itself, detached in its own session, with
     stdout and stderr written to O(log) (or a file of its own), and waits for it to exit;
     each progress line shows the latest line of that output. A non-zero exit fails the task
     with the exit status and the last lines of the output.
   - With O(jid), waits for an async job started earlier on the host (any module with
-    C(async) and C(poll: 0)) and returns that job's result; O(log), if given, is a file whose
+    C(async) and poll 0) and returns that job's result; O(log), if given, is a file whose
     latest line the progress lines show.
   - Runs on the controller as an action; the host needs C(sh), C(setsid) and C(tail).
 options:
