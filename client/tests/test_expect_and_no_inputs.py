@@ -1,4 +1,4 @@
-"""predict for signatures without inputs, plain scalars, and answers checked against expectations."""
+"""predict: signatures without inputs, plain scalars, answers checked against expectations."""
 
 from __future__ import annotations
 
@@ -37,8 +37,14 @@ def test_scalar_json_is_a_plain_number(fake, capsys):
 def test_expected_output_exact_match_passes(fake, capsys):
     _, server = fake
     code, _, err = run(
-        capsys, server, "--model", "half_plus_two", "--input", "x=[[1.0],[2.0],[5.0]]",
-        "--expect-output", "y=[[2.5],[3.0],[4.5]]",
+        capsys,
+        server,
+        "--model",
+        "half_plus_two",
+        "--input",
+        "x=[[1.0],[2.0],[5.0]]",
+        "--expect-output",
+        "y=[[2.5],[3.0],[4.5]]",
     )
     assert (code, err) == (0, "")
 
@@ -55,8 +61,16 @@ def test_expected_output_exact_match_passes(fake, capsys):
 def test_expected_output_differences_exit_7(fake, capsys, expected, tolerance, code):
     _, server = fake
     rc, out, err = run(
-        capsys, server, "--model", "half_plus_two", "--input", "x=[[1.0],[2.0],[5.0]]",
-        "--expect-output", expected, "--tolerance", tolerance,
+        capsys,
+        server,
+        "--model",
+        "half_plus_two",
+        "--input",
+        "x=[[1.0],[2.0],[5.0]]",
+        "--expect-output",
+        expected,
+        "--tolerance",
+        tolerance,
     )
     assert rc == code, err
     if code:
@@ -68,8 +82,14 @@ def test_expected_output_from_a_json_file(fake, capsys, tmp_path):
     _, server = fake
     (tmp_path / "y.json").write_text("[[2.5], [3.5]]")
     rc, _, err = run(
-        capsys, server, "--model", "half_plus_two", "--input", "x=[[1.0],[3.0]]",
-        "--expect-output", f"y=@{tmp_path / 'y.json'}",
+        capsys,
+        server,
+        "--model",
+        "half_plus_two",
+        "--input",
+        "x=[[1.0],[3.0]]",
+        "--expect-output",
+        f"y=@{tmp_path / 'y.json'}",
     )
     assert (rc, err) == (0, "")
 
@@ -82,11 +102,22 @@ def test_expected_class_per_image(fake, capsys, tmp_path):
         path.write_bytes(bytes(range(size)))
         paths.append(str(path))
     classes = [str(digit_of(bytes(range(13)))), str(digit_of(bytes(range(17))))]
-    rc, _, err = run(capsys, server, "--model", "digits", "--image", *paths, "--expect-class", *classes)
+    rc, _, err = run(
+        capsys, server, "--model", "digits", "--image", *paths, "--expect-class", *classes
+    )
     assert (rc, err) == (0, "")
     rc, _, err = run(
-        capsys, server, "--model", "digits", "--image", *paths, "--batch-size", "1",
-        "--expect-class", classes[0], "9",
+        capsys,
+        server,
+        "--model",
+        "digits",
+        "--image",
+        *paths,
+        "--batch-size",
+        "1",
+        "--expect-class",
+        classes[0],
+        "9",
     )
     assert rc == 7
     assert "img17.jpg: best class 7, expected 9" in err

@@ -110,8 +110,17 @@ def test_wait_available_fails_when_newest_version_stays_failed(fake, capsys):
     servicer.models["digits"].states[2] = (State.END, 13, "could not load")
     start = time.monotonic()
     code, _, err = run(
-        capsys, server, "status", "--model", "digits", "--wait-available", "30",
-        "--failed-grace", "0.5", "--interval", "0.1",
+        capsys,
+        server,
+        "status",
+        "--model",
+        "digits",
+        "--wait-available",
+        "30",
+        "--failed-grace",
+        "0.5",
+        "--interval",
+        "0.1",
     )
     assert code == 1
     assert 0.5 <= time.monotonic() - start < 3
@@ -126,7 +135,15 @@ def test_wait_available_fails_at_once_on_a_failure_seen_after_loading(fake, caps
     ).start()
     start = time.monotonic()
     code, _, err = run(
-        capsys, server, "status", "--model", "digits", "--wait-available", "30", "--interval", "0.05"
+        capsys,
+        server,
+        "status",
+        "--model",
+        "digits",
+        "--wait-available",
+        "30",
+        "--interval",
+        "0.05",
     )
     assert code == 1
     assert time.monotonic() - start < 2
@@ -143,7 +160,15 @@ def test_wait_available_does_not_take_an_earlier_failure_for_the_redeployed_vers
     ).start()
     threading.Timer(0.6, servicer.models["digits"].states.pop, args=(2,)).start()
     code, out, err = run(
-        capsys, server, "status", "--model", "digits", "--wait-available", "10", "--interval", "0.05"
+        capsys,
+        server,
+        "status",
+        "--model",
+        "digits",
+        "--wait-available",
+        "10",
+        "--interval",
+        "0.05",
     )
     assert (code, err) == (0, "")
     assert "digits version 2: AVAILABLE" in out

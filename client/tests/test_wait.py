@@ -40,7 +40,7 @@ def test_ready_when_every_expected_version_is_available(fake, capsys):
 def test_an_expected_version_that_is_not_the_newest_is_waited_for(fake, capsys):
     servicer, server = fake
     servicer.models["digits"].states[1] = (State.LOADING, 0, "")
-    code, out, err = run(capsys, server, "--expect", "digits=1", "--wait", "0.5", "--interval", "0.1")
+    code, _, err = run(capsys, server, "--expect", "digits=1", "--wait", "0.5", "--interval", "0.1")
     assert code == 9
     assert "version 1 is LOADING" in err
 
@@ -52,7 +52,16 @@ def test_stuck_version_gives_up_within_the_overall_time_even_with_slow_calls(fak
     servicer.delay = 0.4
     start = time.monotonic()
     code, _, err = run(
-        capsys, server, "--expect", "digits=2", "--wait", "1", "--timeout", "10", "--interval", "0.05"
+        capsys,
+        server,
+        "--expect",
+        "digits=2",
+        "--wait",
+        "1",
+        "--timeout",
+        "10",
+        "--interval",
+        "0.05",
     )
     elapsed = time.monotonic() - start
     assert code == 9, err
@@ -64,7 +73,15 @@ def test_unreachable_server_has_its_own_exit_code(capsys):
     port = free_port()
     start = time.monotonic()
     code, out, err = run(
-        capsys, f"127.0.0.1:{port}", "--expect", "m=1", "--wait", "0.5", "--interval", "0.1", "--json"
+        capsys,
+        f"127.0.0.1:{port}",
+        "--expect",
+        "m=1",
+        "--wait",
+        "0.5",
+        "--interval",
+        "0.1",
+        "--json",
     )
     assert code == 3
     assert time.monotonic() - start < 2
@@ -97,8 +114,16 @@ def test_earlier_failure_of_a_redeployed_version_is_not_taken_for_a_new_one(fake
     ).start()
     threading.Timer(0.8, servicer.models["digits"].states.pop, args=(2,)).start()
     code, _, err = run(
-        capsys, server, "--expect", "digits=2", "--wait", "10", "--interval", "0.05",
-        "--failed-grace", "3",
+        capsys,
+        server,
+        "--expect",
+        "digits=2",
+        "--wait",
+        "10",
+        "--interval",
+        "0.05",
+        "--failed-grace",
+        "3",
     )
     assert (code, err) == (0, "")
 
@@ -108,8 +133,16 @@ def test_a_failure_that_stays_counts_after_the_grace(fake, capsys):
     servicer.models["digits"].states[2] = (State.END, 13, "bad graph")
     start = time.monotonic()
     code, _, err = run(
-        capsys, server, "--expect", "digits=2", "--wait", "10", "--interval", "0.05",
-        "--failed-grace", "0.5",
+        capsys,
+        server,
+        "--expect",
+        "digits=2",
+        "--wait",
+        "10",
+        "--interval",
+        "0.05",
+        "--failed-grace",
+        "0.5",
     )
     assert code == 8
     assert 0.5 <= time.monotonic() - start < 2

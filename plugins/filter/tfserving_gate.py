@@ -33,7 +33,9 @@ def tfserving_wait_expect(versions: Mapping[str, Sequence[int]]) -> list[str]:
     ]
 
 
-def select(policy: str, num_versions: int, specific: Sequence[int], found: Sequence[int]) -> list[int]:
+def select(
+    policy: str, num_versions: int, specific: Sequence[int], found: Sequence[int]
+) -> list[int]:
     """The versions the server serves, given the version directories it finds."""
     ordered = sorted(set(int(v) for v in found))
     if policy == "all":

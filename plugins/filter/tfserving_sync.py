@@ -5,7 +5,7 @@ whose gate has not passed) or ``DIR.sha256`` (passed a gate), each holding the c
 digest, and maybe the directory models/NAME/DIR.
 
 {{ entries | tfserving_sync_plan(markers, version_dirs) }}
-  -> {skip: [...], adopt: [...], copy: [...], changed: [...], unrecorded: [...]}
+  -> {skip: [...], adopt: [...], place: [...], changed: [...], unrecorded: [...]}
 {{ ['digits/1', 'digits/2'] | tfserving_versions_by_model }} -> {'digits': [1, 2]}
 {{ found_paths | tfserving_prune_list(served_keys, model_names) }} -> paths to remove
 """
@@ -39,23 +39,25 @@ def tfserving_sync_plan(
     skip        passed a gate, same content: nothing to do
     changed     passed a gate, but the export differs now: an error
     adopt       pending and in place with the wanted content: new in this run, no copy
-    copy        anything else without a passed gate: copied aside and renamed into place
+    place       anything else without a passed gate: copied aside and renamed into place
     unrecorded  a directory in place with no marker at all: an error (never deleted)
     """
     markers = marker_contents(marker_results)
     present = set(version_dirs)
-    plan: dict[str, list[str]] = {k: [] for k in ("skip", "changed", "adopt", "copy", "unrecorded")}
+    plan: dict[str, list[str]] = {
+        k: [] for k in ("skip", "changed", "adopt", "place", "unrecorded")
+    }
     for entry in entries:
         key, digest = str(entry["key"]), str(entry["digest"])
         confirmed, pending = markers.get(f"{key}.sha256"), markers.get(f"{key}.pending")
         if confirmed is not None:
             plan["skip" if confirmed == digest else "changed"].append(key)
         elif pending is not None:
-            plan["adopt" if pending == digest and key in present else "copy"].append(key)
+            plan["adopt" if pending == digest and key in present else "place"].append(key)
         elif key in present:
             plan["unrecorded"].append(key)
         else:
-            plan["copy"].append(key)
+            plan["place"].append(key)
     return plan
 
 
@@ -92,11 +94,11 @@ def tfserving_prune_list(
             continue
         if not child or "/" in child:
             continue
-        if area == "models" and f"{name}/{child}" not in served:
-            remove.append(path)
-        elif area == "state" and not (
-            child.endswith(".sha256") and f"{name}/{child.removesuffix('.sha256')}" in served
-        ):
+        if area == "models":
+            keep = f"{name}/{child}" in served
+        else:
+            keep = child.endswith(".sha256") and f"{name}/{child.removesuffix('.sha256')}" in served
+        if not keep:
             remove.append(path)
     return sorted(remove, key=lambda p: (not p.startswith("models/"), p))
 

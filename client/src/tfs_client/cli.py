@@ -119,7 +119,9 @@ def _model_options(parser: argparse.ArgumentParser, signature: bool) -> None:
 
 
 def _input_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    title = "inputs (one of --image or --input" + (")" if required else "; none for a signature without inputs)")
+    title = "inputs (one of --image or --input" + (
+        ")" if required else "; none for a signature without inputs)"
+    )
     group = parser.add_argument_group(title)
     source = group.add_mutually_exclusive_group(required=required)
     source.add_argument(

@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-import grpc
 import numpy as np
 
 from . import bench, expect, gate, render, tensors
@@ -178,7 +177,9 @@ def readiness(versions: list[VersionStatus], version: int | None) -> tuple[str, 
     The rules are :class:`tfs_client.gate.VersionTracker`'s, seen once with no grace: the
     requested version, or else the newest reported one, must be AVAILABLE.
     """
-    tracker = gate.VersionTracker("model", frozenset([version]) if version is not None else frozenset(), 0.0)
+    tracker = gate.VersionTracker(
+        "model", frozenset([version]) if version is not None else frozenset(), 0.0
+    )
     verdict, reason = tracker.judge(versions, 0.0)
     return verdict.value, reason
 

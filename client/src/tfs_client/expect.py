@@ -105,4 +105,6 @@ def check(
     if expected_classes:
         problems += class_differences(outputs, expected_classes, row_names)
     if problems:
-        raise TfsClientError("answer differs from the expected: " + "; ".join(problems), EXIT_MISMATCH)
+        raise TfsClientError(
+            "answer differs from the expected: " + "; ".join(problems), EXIT_MISMATCH
+        )
