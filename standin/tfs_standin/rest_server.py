@@ -28,8 +28,9 @@ from tfs_standin.api import Api
 log = logging.getLogger(__name__)
 
 _MODEL = r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
-_GET = re.compile(_MODEL + r"(?P<meta>/metadata)?/?$")
-_POST = re.compile(_MODEL + r":(?P<verb>predict|classify|regress)$")
+# Case-insensitive, as TF Serving's REST handler matches its paths.
+_GET = re.compile(_MODEL + r"(?P<meta>/metadata)?/?$", re.IGNORECASE)
+_POST = re.compile(_MODEL + r":(?P<verb>predict|classify|regress)$", re.IGNORECASE)
 # The paths TF Serving's REST dispatcher hands to its API handler; it answers every other
 # path 404 without a body (inside /v1/, a path it cannot parse is a 400 "Malformed request").
 _API = re.compile(r"(?i)/v1/.*")
@@ -286,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw or b"null")
             except (ValueError, UnicodeDecodeError) as exc:
                 raise errors.invalid(f"JSON Parse error: {exc}") from exc
-            out = _VERBS[match["verb"]](self.api, _spec(match), body, self.timeout_ms)
+            out = _VERBS[match["verb"].lower()](self.api, _spec(match), body, self.timeout_ms)
         except errors.ServingError as exc:
             self._error(exc)
             return
