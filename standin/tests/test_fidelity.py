@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -218,10 +217,8 @@ def test_batching_refuses_a_request_larger_than_max_batch_size(
             f"--batching_parameters_file={params}",
         ]
     )
-    assert tf.make_ndarray(_predict(srv, "half_plus_two", [[1.0], [2.0]]).outputs["y"]).tolist() == [
-        [2.5],
-        [3.0],
-    ]
+    two = _predict(srv, "half_plus_two", [[1.0], [2.0]])
+    assert tf.make_ndarray(two.outputs["y"]).tolist() == [[2.5], [3.0]]
     with pytest.raises(grpc.RpcError) as err:
         _predict(srv, "half_plus_two", [[1.0], [2.0], [5.0]])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
