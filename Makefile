@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Scenarios run by `make test` (molecule/gpu needs a real GPU host: see README.md).
-SCENARIOS ?= docker nvidia image default
+SCENARIOS ?= docker nvidia image default faults
 PYTEST_PATHS := tests client/tests standin/tests
 
 .PHONY: help setup venv engine base-images standin-image standin-archive lint unit molecule test demo demo-clean bench lock clean

@@ -175,7 +175,7 @@ def slurped(key: str, kind: str, digest: str) -> dict[str, Any]:
 
 
 def test_sync_plan_for_each_state_a_run_can_leave() -> None:
-    entries = [{"key": f"m/{v}", "digest": f"d{v}"} for v in range(1, 8)]
+    entries = [{"key": f"m/{v}", "digest": f"d{v}"} for v in range(1, 9)]
     markers = [
         slurped("m/1", "sha256", "d1"),  # passed a gate
         slurped("m/2", "sha256", "other"),  # passed a gate, export changed since
@@ -183,13 +183,14 @@ def test_sync_plan_for_each_state_a_run_can_leave() -> None:
         slurped("m/4", "pending", "d4"),  # pending, not in place (killed before the rename)
         slurped("m/5", "pending", "old"),  # pending, in place, export changed since
         {"item": [{"key": "m/7"}, "sha256"], "skipped": True},
+        slurped("m/8", "sha256", "d8"),  # passed a gate, directory deleted on the host
     ]
     in_place = ["m/1", "m/2", "m/3", "m/5", "m/6"]  # 6: no marker at all
     assert sync.tfserving_sync_plan(entries, markers, in_place) == {
         "skip": ["m/1"],
         "changed": ["m/2"],
         "adopt": ["m/3"],
-        "place": ["m/4", "m/5", "m/7"],
+        "place": ["m/4", "m/5", "m/7", "m/8"],
         "unrecorded": ["m/6"],
     }
 

@@ -36,10 +36,11 @@ def tfserving_sync_plan(
 ) -> dict[str, list[str]]:
     """Sort the served versions (keys NAME/DIR) by what the sync does with them.
 
-    skip        passed a gate, same content: nothing to do
+    skip        passed a gate, same content, in place: nothing to do
     changed     passed a gate, but the export differs now: an error
     adopt       pending and in place with the wanted content: new in this run, no copy
-    place       anything else without a passed gate: copied aside and renamed into place
+    place       anything else without a passed gate, or a version that passed one whose
+                directory was deleted on the host: copied aside and renamed into place
     unrecorded  a directory in place with no marker at all: an error (never deleted)
     """
     markers = marker_contents(marker_results)
@@ -51,7 +52,10 @@ def tfserving_sync_plan(
         key, digest = str(entry["key"]), str(entry["digest"])
         confirmed, pending = markers.get(f"{key}.sha256"), markers.get(f"{key}.pending")
         if confirmed is not None:
-            plan["skip" if confirmed == digest else "changed"].append(key)
+            if confirmed != digest:
+                plan["changed"].append(key)
+            else:
+                plan["skip" if key in present else "place"].append(key)
         elif pending is not None:
             plan["adopt" if pending == digest and key in present else "place"].append(key)
         elif key in present:

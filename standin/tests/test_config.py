@@ -169,11 +169,13 @@ def test_cli_serves_and_stops_on_sigterm(testdata: Path) -> None:
         assert r.json() == {"predictions": [2.5, 3.0, 4.5]}
         proc.send_signal(signal.SIGTERM)
         start = time.monotonic()
-        assert proc.wait(timeout=30) == 0
+        # No signal handler, as in tensorflow_model_server: the signal ends the process.
+        assert proc.wait(timeout=30) == -signal.SIGTERM
         assert time.monotonic() - start < 30
         log = proc.stderr.read() if proc.stderr else ""
         assert "Successfully loaded servable version {name: half_plus_two version: 123}" in log
         assert "Exporting HTTP/REST API" in log
+        assert "Unloading servable" not in log, "nothing drains or unloads on SIGTERM"
     finally:
         if proc.poll() is None:
             proc.kill()

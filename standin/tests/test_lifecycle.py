@@ -187,7 +187,9 @@ def test_initial_load_failure_stops_startup(tmp_path: Path) -> None:
     base = tmp_path / "bad"
     add_corrupt_version(base, 1)
     server = make_server(["--model_name=bad", f"--model_base_path={base}", *FAST])
-    with pytest.raises(StartupError, match=r"Loading servable \{name: bad version: 1\} failed"):
+    with pytest.raises(
+        StartupError, match=r"^1 model\(s\) did not become available: \{\{\{name: bad version: 1\}"
+    ):
         server.start(timeout=30)
 
 

@@ -93,5 +93,5 @@ def test_warmup_requests_are_replayed(
     server = make_server(
         ["--model_name=hp", f"--model_base_path={bad}", "--max_num_load_retries=0"]
     )
-    with pytest.raises(StartupError, match=r"Loading servable \{name: hp version: 1\} failed"):
+    with pytest.raises(StartupError, match=r"not become available: \{\{\{name: hp version: 1\}"):
         server.start(timeout=30)

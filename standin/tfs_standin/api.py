@@ -13,6 +13,7 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    input_pb2,
     model_management_pb2,
     model_pb2,
     predict_pb2,
@@ -28,11 +29,52 @@ InputBuilder = Callable[[meta_graph_pb2.SignatureDef], dict[str, np.ndarray]]
 Reloader = Callable[[model_management_pb2.ReloadConfigRequest], None]
 
 
+# SharedBatchScheduler's input_batch_size_limit when BatchingParameters leave it unset.
+DEFAULT_MAX_BATCH_SIZE = 1000
+
+
+def check_batch(inputs: dict[str, np.ndarray], max_batch_size: int) -> None:
+    """Refuse what TF Serving's batching session refuses, with its messages.
+
+    The task size is the 0th dimension shared by every input; a task larger than
+    max_batch_size is never split across batches unless large-batch splitting is on,
+    and the server refuses it before running anything.
+    """
+    sizes = set()
+    for value in inputs.values():
+        if np.ndim(value) == 0:
+            raise errors.invalid("Batching Run() input tensors must have at least one dimension")
+        sizes.add(int(np.shape(value)[0]))
+    if len(sizes) > 1:
+        raise errors.invalid("Batching Run() input tensors must have equal 0th-dimension size")
+    if sizes and (size := sizes.pop()) > max_batch_size:
+        raise errors.invalid(
+            f"Task size {size} is larger than maximum input batch size {max_batch_size}"
+        )
+
+
 class Api:
-    def __init__(self, manager: Manager, metrics: Metrics, reloader: Reloader | None = None):
+    def __init__(
+        self,
+        manager: Manager,
+        metrics: Metrics,
+        reloader: Reloader | None = None,
+        max_batch_size: int | None = None,
+    ):
         self.manager = manager
         self.metrics = metrics
         self.reloader = reloader
+        # None: batching off. Otherwise every request is checked as the batcher checks it.
+        self.max_batch_size = max_batch_size
+
+    def _check_batch(self, inputs: dict[str, np.ndarray]) -> None:
+        if self.max_batch_size is not None:
+            check_batch(inputs, self.max_batch_size)
+
+    def _check_examples(self, inp: input_pb2.Input) -> None:
+        if self.max_batch_size is not None:
+            count = len(inference.serialized_examples(inp))
+            check_batch({"examples": np.zeros(count)}, self.max_batch_size)
 
     @contextmanager
     def _measure(self, model: str, api: str, entrypoint: str) -> Iterator[None]:
@@ -71,6 +113,7 @@ class Api:
         with self._measure(spec.name, "predict", entrypoint), self.manager.acquire(spec) as lv:
             _, sig = inference.signature(lv, spec.signature_name)
             inputs = build_inputs(sig)
+            self._check_batch(inputs)
             key, outputs = inference.predict(
                 lv, spec.signature_name, inputs, output_filter, timeout_ms
             )
@@ -99,6 +142,7 @@ class Api:
     ) -> classification_pb2.ClassificationResponse:
         spec = req.model_spec
         with self._measure(spec.name, "classify", entrypoint), self.manager.acquire(spec) as lv:
+            self._check_examples(req.input)
             key, result = inference.classify(lv, spec.signature_name, req.input, timeout_ms)
             resp = classification_pb2.ClassificationResponse()
             self._fill_spec(resp.model_spec, lv, key)
@@ -113,6 +157,7 @@ class Api:
     ) -> regression_pb2.RegressionResponse:
         spec = req.model_spec
         with self._measure(spec.name, "regress", entrypoint), self.manager.acquire(spec) as lv:
+            self._check_examples(req.input)
             key, result = inference.regress(lv, spec.signature_name, req.input, timeout_ms)
             resp = regression_pb2.RegressionResponse()
             self._fill_spec(resp.model_spec, lv, key)

@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import time
-from types import FrameType
 
 from tfs_standin import flags
 
@@ -34,8 +33,8 @@ def setup_logging() -> None:
     root.propagate = False
 
 
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+# tensorflow_model_server's exit status when the server cannot start (main returns -1).
+EXIT_START_FAILED = 255
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,14 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("tfs_standin.cli")
     log.info("Starting %s", flags.version_text())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    signal.signal(signal.SIGTERM, _terminate)
+    # Like tensorflow_model_server, no signal handler: SIGTERM ends the process at once,
+    # requests in flight included (nothing drains).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     server = None
     try:
-        from tfs_standin.server import StandinServer, StartupError
+        from tfs_standin.server import ModelsUnavailable, StandinServer, StartupError
 
         try:
             server = StandinServer(opts)
             server.start()
+        except ModelsUnavailable as exc:
+            log.error("Failed to start server: %s", exc)
+            print(f"Failed to start server. Error: UNKNOWN: {exc}", flush=True)
+            return EXIT_START_FAILED
         except StartupError as exc:
             log.error("Failed to start server: %s", exc)
             print(f"tensorflow_model_server (stand-in): error: {exc}", file=sys.stderr)

@@ -76,6 +76,7 @@ def build_server(
     channel_args: list[tuple[str, str | int]],
     extra_addresses: list[str] = (),  # type: ignore[assignment]
     max_workers: int = 16,
+    extra_handlers: list[grpc.GenericRpcHandler] = (),  # type: ignore[assignment]
 ) -> grpc.Server:
     options: list[tuple[str, str | int]] = [
         ("grpc.max_receive_message_length", -1),
@@ -88,6 +89,8 @@ def build_server(
         PredictionServicer(api), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(api), server)
+    if extra_handlers:
+        server.add_generic_rpc_handlers(tuple(extra_handlers))
     for addr in [address, *extra_addresses]:
         try:
             bound = (

@@ -83,6 +83,8 @@ def _spec(name: str, version: int) -> str:
 
 
 def _load_error_code(exc: BaseException) -> int:
+    if isinstance(exc, errors.ServingError):
+        return int(exc.code.value[0])
     code = getattr(exc, "error_code", None)
     if isinstance(code, int):
         return code
@@ -268,16 +270,24 @@ class Manager:
                     ve = entry.versions.get(v)
                     if ve is None or (ve.state != AVAILABLE and not ve.failed):
                         return False, ""
+            failed: list[str] = []
             for name in names:
                 entry = self._models.get(name)
                 if entry is None or entry.removed:
                     continue
-                for v in sorted(entry.aspired):
+                for v in sorted(entry.aspired, reverse=True):
                     ve = entry.versions[v]
                     if ve.failed:
-                        return True, (
-                            f"Loading servable {_spec(name, v)} failed: {ve.error_message}"
+                        code = errors.code_from_number(ve.error_code).name
+                        failed.append(
+                            f"{{{_spec(name, v)} due to error: {code}: {ve.error_message}}}, "
                         )
+                        break
+            if failed:
+                # ServerCore's wording: one entry per model that did not come up.
+                return True, (
+                    f"{len(failed)} model(s) did not become available: {{{''.join(failed)}}}"
+                )
         return True, ""
 
     def wait_settled(self, names: list[str], timeout: float | None = None) -> str:

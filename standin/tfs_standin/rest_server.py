@@ -28,8 +28,12 @@ from tfs_standin.api import Api
 log = logging.getLogger(__name__)
 
 _MODEL = r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
-_GET = re.compile(_MODEL + r"(?P<meta>/metadata)?/?$")
-_POST = re.compile(_MODEL + r":(?P<verb>predict|classify|regress)$")
+# Case-insensitive, as TF Serving's REST handler matches its paths.
+_GET = re.compile(_MODEL + r"(?P<meta>/metadata)?/?$", re.IGNORECASE)
+_POST = re.compile(_MODEL + r":(?P<verb>predict|classify|regress)$", re.IGNORECASE)
+# The paths TF Serving's REST dispatcher hands to its API handler; it answers every other
+# path 404 without a body (inside /v1/, a path it cannot parse is a 400 "Malformed request").
+_API = re.compile(r"(?i)/v1/.*")
 
 
 def _spec(match: re.Match[str]) -> model_pb2.ModelSpec:
@@ -228,11 +232,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _malformed(self) -> None:
         self._error(errors.invalid(f"Malformed request: {self.command} {self.path}"))
 
+    def _not_api(self, path: str) -> bool:
+        """Answer 404 (no body) for a path outside the API; True when it did."""
+        if _API.fullmatch(path):
+            return False
+        self._send(404, b"", "text/plain")
+        return True
+
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if self.metrics_path and path == self.metrics_path:
             body = self.api.metrics.render().encode("utf-8")
             self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
+            return
+        if self._not_api(path):
             return
         match = _GET.match(path)
         if match is None:
@@ -262,7 +275,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        match = _POST.match(self.path.split("?", 1)[0])
+        path = self.path.split("?", 1)[0]
+        if self._not_api(path):
+            return
+        match = _POST.match(path)
         if match is None:
             self._malformed()
             return
@@ -271,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw or b"null")
             except (ValueError, UnicodeDecodeError) as exc:
                 raise errors.invalid(f"JSON Parse error: {exc}") from exc
-            out = _VERBS[match["verb"]](self.api, _spec(match), body, self.timeout_ms)
+            out = _VERBS[match["verb"].lower()](self.api, _spec(match), body, self.timeout_ms)
         except errors.ServingError as exc:
             self._error(exc)
             return

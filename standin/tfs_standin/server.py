@@ -12,9 +12,10 @@ from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfs_standin import config, errors
-from tfs_standin.api import Api
+from tfs_standin.api import DEFAULT_MAX_BATCH_SIZE, Api
 from tfs_standin.flags import Options
 from tfs_standin.grpc_server import build_server
+from tfs_standin.health import Health
 from tfs_standin.manager import Manager, ManagerOptions
 from tfs_standin.metrics import Metrics
 from tfs_standin.rest_server import RestServer
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 class StartupError(Exception):
     """The server cannot start; the message is the one-line reason."""
+
+
+class ModelsUnavailable(StartupError):
+    """A configured model did not become available at start-up (ServerCore's error)."""
 
 
 class StandinServer:
@@ -58,7 +63,7 @@ class StandinServer:
             warmup=run_warmup if opts.enable_model_warmup else None,
         )
         self.manager.on_load = self.metrics.record_load
-        self.api = Api(self.manager, self.metrics, self._reload_rpc)
+        self.api = Api(self.manager, self.metrics, self._reload_rpc, self._max_batch_size())
         self._grpc: grpc.Server | None = None
         self._rest: RestServer | None = None
         self._reload_lock = threading.Lock()
@@ -66,6 +71,15 @@ class StandinServer:
         self._poller: threading.Thread | None = None
         self.grpc_port = 0
         self.rest_port = 0
+
+    def _max_batch_size(self) -> int | None:
+        """The batch limit requests are checked against; None when batching is off."""
+        if not self.opts.enable_batching:
+            return None
+        limit = getattr(self.batching, "max_batch_size", None)
+        if limit is not None and self.batching.HasField("max_batch_size"):  # type: ignore[union-attr]
+            return int(limit.value)
+        return DEFAULT_MAX_BATCH_SIZE
 
     # ----- lifecycle ---------------------------------------------------------------------
     def start(self, timeout: float | None = None) -> None:
@@ -82,7 +96,7 @@ class StandinServer:
         error = self.manager.wait_settled(names, timeout)
         if error:
             self.stop()
-            raise StartupError(error)
+            raise ModelsUnavailable(error)
         try:
             self._apply_labels(self.model_config)
         except errors.ServingError as exc:
@@ -120,7 +134,12 @@ class StandinServer:
             if self.opts.port:
                 addresses.append(f"{host}:{self.opts.port}")
             main_addr, *rest = addresses + extra
-            self._grpc = build_server(self.api, main_addr, creds, self.channel_args, rest)
+            handlers = []
+            if self.opts.enable_grpc_healthcheck_service:
+                handlers.append(Health(self._stop).handler())
+            self._grpc = build_server(
+                self.api, main_addr, creds, self.channel_args, rest, extra_handlers=handlers
+            )
             self._grpc.start()
             self.grpc_port = self.opts.port
             if self.opts.port:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
+from google.protobuf import message
 from tensorflow.python.lib.io import tf_record
 from tensorflow_serving.apis import prediction_log_pb2
 
-from tfs_standin import inference, tensors
+from tfs_standin import errors, inference, tensors
 from tfs_standin.servable import LoadedVersion
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -21,9 +22,10 @@ def run_warmup(lv: LoadedVersion) -> int:
         return 0
     count = 0
     for record in tf_record.tf_record_iterator(path):
-        if count >= MAX_RECORDS:
-            raise ValueError(f"too many warmup records in {path} (at most {MAX_RECORDS})")
-        log = prediction_log_pb2.PredictionLog.FromString(record)
+        try:
+            log = prediction_log_pb2.PredictionLog.FromString(record)
+        except message.DecodeError as exc:
+            raise errors.invalid(f"Failed to parse warmup record from {path}") from exc
         kind = log.WhichOneof("log_type")
         if kind == "predict_log":
             req = log.predict_log.request
@@ -36,6 +38,11 @@ def run_warmup(lv: LoadedVersion) -> int:
             req_r = log.regress_log.request
             inference.regress(lv, req_r.model_spec.signature_name, req_r.input)
         else:
-            raise ValueError(f"unsupported warmup record type {kind!r} in {path}")
+            raise errors.invalid(f"Unsupported log_type for warmup: {kind} in {path}")
         count += 1
+        # TF Serving replays a record, then counts it: record 1001 runs, then fails the load.
+        if count > MAX_RECORDS:
+            raise errors.invalid(
+                f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}"
+            )
     return count

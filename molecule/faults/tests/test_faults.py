@@ -1,0 +1,323 @@
+"""Faults a serving node meets, each under continuous gRPC traffic from the controller.
+
+Tests run in file order. Each fault prints one ``FAULT`` line: requests sent while it
+happened, how many failed, and the time from the fault to the first correct answer,
+measured by the traffic loop's own clock (time.monotonic on the controller).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from converge_again import converge
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+SCENARIO_DIR = Path(__file__).resolve().parents[1]
+HOST = "tfserving-faults12"
+MODELS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "models"
+X = [[1.0], [2.0], [5.0]]
+V123 = [[2.5], [3.0], [4.5]]  # half_plus_two
+V124 = [[3.5], [4.0], [5.5]]  # half_plus_three's graph, deployed as version 124
+# Reconnect quickly after a connection fails, so the numbers measure the server and not
+# the client's backoff (grpcio's default grows from 1 s to 120 s).
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+
+
+# ----- the test host -------------------------------------------------------------------------
+def host_address() -> str:
+    """The test host's current address (a restarted container can get a new one)."""
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", HOST],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return out.stdout.strip()
+
+
+def record_address(address: str) -> None:
+    """Write the address where plays read it (test_hosts.yml beside molecule's inventory)."""
+    path = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / "test_hosts.yml"
+    data = yaml.safe_load(path.read_text())
+    data["all"]["hosts"][HOST]["test_host_address"] = address
+    path.write_text("---\n" + yaml.safe_dump(data, default_flow_style=False))
+
+
+def serving_container(host) -> dict:
+    return json.loads(host.check_output("docker inspect tfserving"))[0]
+
+
+def changed_tasks(output: str) -> set[str]:
+    """Names of the tasks that reported changed in ansible-playbook's default output."""
+    names = set()
+    for block in output.split("\nTASK [")[1:]:
+        header, _, body = block.partition("]")
+        if re.search(r"^changed: \[", body, re.MULTILINE):
+            names.add(header.split(" : ", 1)[-1])
+    return names
+
+
+def recap_changed(output: str) -> int:
+    match = re.search(rf"^{HOST}\s*:.*\bchanged=(\d+)", output, re.MULTILINE)
+    assert match, output[-3000:]
+    return int(match.group(1))
+
+
+# ----- traffic -------------------------------------------------------------------------------
+@dataclass
+class Report:
+    fault: str
+    sent: int
+    failed: int
+    recover_s: float | None
+    errors: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        recover = "never" if self.recover_s is None else f"{self.recover_s:.1f}s"
+        return (
+            f"FAULT {self.fault}: sent={self.sent} failed={self.failed} "
+            f"time_to_first_correct_answer={recover} first_errors={self.errors[:3]}"
+        )
+
+
+class Traffic(threading.Thread):
+    """gRPC Predict on half_plus_two in a loop, bounded in count and time.
+
+    Every request carries a 2 s deadline; an answer counts as correct only when it is the
+    expected tensor. After a failed request the host's address is read again (a rebooted
+    test host may come back with another one).
+    """
+
+    def __init__(self, expect: list[list[float]] = V123, max_s: float = 420.0) -> None:
+        super().__init__(daemon=True)
+        self.expect = expect
+        self.max_s = max_s
+        self.max_requests = 20_000
+        self.stop = threading.Event()
+        self.events: list[tuple[float, bool, str]] = []
+        self.address = host_address()
+
+    def _stub(self) -> tuple[grpc.Channel, prediction_service_pb2_grpc.PredictionServiceStub]:
+        channel = grpc.insecure_channel(f"{self.address}:8500", options=CHANNEL_OPTIONS)
+        return channel, prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def run(self) -> None:
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = "half_plus_two"
+        req.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array(X, dtype=np.float32)))
+        channel, stub = self._stub()
+        deadline = time.monotonic() + self.max_s
+        last_lookup = 0.0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            if len(self.events) >= self.max_requests:
+                break
+            try:
+                reply = stub.Predict(req, timeout=2)
+                got = tf.make_ndarray(reply.outputs["y"]).tolist()
+                ok, detail = got == self.expect, f"answer {got}"
+            except grpc.RpcError as error:
+                ok, detail = False, f"{error.code().name}: {error.details()}"
+            self.events.append((time.monotonic(), ok, detail))
+            if not ok and time.monotonic() - last_lookup > 1.0:
+                last_lookup = time.monotonic()
+                try:
+                    address = host_address()
+                except subprocess.SubprocessError:
+                    address = ""
+                if address and address != self.address:
+                    channel.close()
+                    self.address = address
+                    channel, stub = self._stub()
+            time.sleep(0.05)
+        channel.close()
+
+    def correct_since(self, since: float) -> int:
+        return sum(1 for t, ok, _ in list(self.events) if ok and t >= since)
+
+    def wait_correct(self, count: int, since: float, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.is_alive():
+            if self.correct_since(since) >= count:
+                return
+            time.sleep(0.1)
+
+    def finish(self, fault: str, since: float) -> Report:
+        self.stop.set()
+        self.join(timeout=30)
+        after = [e for e in self.events if e[0] >= since]
+        first_ok = next((t for t, ok, _ in after if ok), None)
+        report = Report(
+            fault=fault,
+            sent=len(after),
+            failed=sum(1 for _, ok, _ in after if not ok),
+            recover_s=None if first_ok is None else first_ok - since,
+            errors=[d for _, ok, d in after if not ok],
+        )
+        print(report.line(), flush=True)
+        return report
+
+
+def start_traffic(expect: list[list[float]] = V123) -> Traffic:
+    traffic = Traffic(expect)
+    traffic.start()
+    traffic.wait_correct(10, 0.0, timeout=150)
+    assert traffic.correct_since(0.0) >= 10, f"no traffic before the fault: {traffic.events[-3:]}"
+    return traffic
+
+
+# ----- the faults ------------------------------------------------------------------------------
+def test_served_before_any_fault(host) -> None:
+    spec = serving_container(host)
+    assert spec["State"]["Running"] is True
+    assert spec["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert spec["Config"]["StopTimeout"] == 5
+    info = json.loads(host.check_output("docker info --format '{{json .}}'"))
+    assert info["LiveRestoreEnabled"] is True
+
+
+def test_fault1_server_process_killed_is_restarted_by_docker(host) -> None:
+    before = serving_container(host)
+    traffic = start_traffic()
+    shell = int(host.check_output("docker inspect -f '{{.State.Pid}}' tfserving"))
+    # The server runs under the image's entrypoint shell; kill it as the OOM killer would.
+    server = int(host.check_output(f"cat /proc/{shell}/task/{shell}/children").split()[0])
+    assert "tensorflow_model_server" in host.check_output(f"tr '\\0' ' ' < /proc/{server}/cmdline")
+    crash = time.monotonic()
+    host.run_expect([0], f"kill -KILL {server}")
+    traffic.wait_correct(5, crash, timeout=180)
+    report = traffic.finish("1 server process SIGKILL", crash)
+    after = serving_container(host)
+    assert report.recover_s is not None, report.line()
+    assert after["RestartCount"] == before["RestartCount"] + 1
+    assert after["State"]["Running"] is True
+
+
+def test_fault2_live_restore_turned_on_without_stopping_the_container(host) -> None:
+    started = serving_container(host)["State"]["StartedAt"]
+    handlers = re.compile(r"^RUNNING HANDLER \[[^\]]*: (\w+ docker)\]", re.MULTILINE)
+    for live_restore in (False, True):
+        extra = {} if live_restore else {"docker_daemon_options": {"live-restore": False}}
+        result = converge(SCENARIO_DIR, extra, playbook="docker.yml")
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert handlers.findall(result.stdout) == ["Reload docker"], result.stdout[-3000:]
+        info = json.loads(host.check_output("docker info --format '{{json .}}'"))
+        assert info["LiveRestoreEnabled"] is live_restore
+        state = serving_container(host)["State"]
+        assert state["Running"] is True and state["StartedAt"] == started
+
+
+def test_fault2_engine_restart_keeps_the_container_answering(host) -> None:
+    started = serving_container(host)["State"]["StartedAt"]
+    traffic = start_traffic()
+    restart = time.monotonic()
+    host.run_expect([0], "systemctl restart docker")
+    host.run_expect([0], "docker info >/dev/null")
+    traffic.wait_correct(40, restart, timeout=60)
+    report = traffic.finish("2 systemctl restart docker", restart)
+    assert report.failed == 0, report.line()
+    assert serving_container(host)["State"]["StartedAt"] == started
+
+
+def test_fault3_host_reboot_comes_back_without_a_play(host) -> None:
+    traffic = start_traffic()
+    reboot = time.monotonic()
+    subprocess.run(["docker", "restart", "-t", "30", HOST], check=True, timeout=120)
+    traffic.wait_correct(5, reboot, timeout=330)
+    report = traffic.finish("3 host reboot", reboot)
+    assert report.recover_s is not None, report.line()
+    record_address(host_address())
+    host.run_expect([0], "systemctl is-active docker")
+
+
+def test_fault5_drift_is_restored_and_reported(host) -> None:
+    config = "/srv/tfserving/config/models.config"
+    rendered = host.file(config).content_string
+    host.run_expect([0], "rm -rf /srv/tfserving/models/half_plus_two/00000123")
+    host.run_expect([0], f"sed -i 's/num_versions: 1/num_versions: 3/' {config}")
+    host.run_expect([0], "docker rm -f tfserving")
+    result = converge(SCENARIO_DIR)
+    assert result.returncode == 0, result.stdout[-3000:]
+    changed = changed_tasks(result.stdout)
+    assert {"Copy the version aside", "Write the config files", "Run the serving container"} <= (
+        changed
+    ), sorted(changed)
+    assert host.file("/srv/tfserving/models/half_plus_two/00000123/saved_model.pb").exists
+    assert host.file(config).content_string == rendered
+    again = converge(SCENARIO_DIR)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert recap_changed(again.stdout) == 0, sorted(changed_tasks(again.stdout))
+    traffic = start_traffic()
+    traffic.finish("5 drift (after the restoring run)", time.monotonic())
+
+
+@pytest.mark.skip(
+    reason="crash loop at first deploy: the gate's loop detection is not on this branch yet"
+)
+def test_fault4_crash_loop_at_first_deploy_fails_fast(host) -> None:
+    host.run_expect([0], "docker rm -f tfserving && rm -rf /srv/tfserving/models/half_plus_two")
+    corrupt = MODELS / "half_plus_two" / "00000123" / "saved_model.pb"
+    good = corrupt.read_bytes()
+    corrupt.write_bytes(b"not a SavedModel")
+    try:
+        start = time.monotonic()
+        result = converge(SCENARIO_DIR)
+        assert result.returncode != 0
+        assert time.monotonic() - start < 90
+        assert "did not become available" in result.stdout
+        assert serving_container(host)["State"]["Running"] is False
+    finally:
+        corrupt.write_bytes(good)
+
+
+def test_fault6_full_disk_during_a_copy(host, testdata: Path) -> None:
+    root = "/srv/tfserving/models"
+    # A small filesystem as the model root: the current content plus 1 MiB of room.
+    used_kb = int(host.check_output(f"du -sk {root}").split()[0])
+    host.run_expect(
+        [0],
+        f"set -e; rm -rf /tmp/models-copy; cp -a {root} /tmp/models-copy; "
+        f"mount -t tmpfs -o size={used_kb + 1024}k,mode=0755 tmpfs {root}; "
+        f"cp -a /tmp/models-copy/. {root}/; rm -rf /tmp/models-copy",
+    )
+    # The container sees a mount made after it started only once it starts again.
+    host.run_expect([0], "docker restart tfserving")
+    big = MODELS / "half_plus_two" / "124"
+    shutil.copytree(testdata / "saved_model_half_plus_three" / "00000123", big)
+    (big / "assets").mkdir(exist_ok=True)
+    (big / "assets" / "padding.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    traffic = start_traffic()
+    full = time.monotonic()
+    result = converge(SCENARIO_DIR)
+    report = traffic.finish("6 disk full during the copy of a new version", full)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"to {HOST}:{root}/half_plus_two/.incoming-124" in output, output[-4000:]
+    assert "No space left on device" in output, output[-4000:]
+    assert report.failed == 0, report.line()
+    assert host.file(f"{root}/half_plus_two/00000123/saved_model.pb").exists
+    assert not host.file(f"{root}/half_plus_two/.incoming-124").exists
+    assert not host.file(f"{root}/half_plus_two/124").exists
+
+    host.run_expect([0], f"mount -o remount,size=64m {root}")
+    result = converge(SCENARIO_DIR)
+    assert result.returncode == 0, result.stdout[-4000:]
+    traffic = start_traffic(expect=V124)
+    traffic.finish("6 after space is back (new version serving)", time.monotonic())
