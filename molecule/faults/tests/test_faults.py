@@ -163,7 +163,13 @@ class Traffic(threading.Thread):
         self.stop.set()
         self.join(timeout=30)
         after = [e for e in self.events if e[0] >= since]
-        first_ok = next((t for t, ok, _ in after if ok), None)
+        # A request sent before the fault can still succeed after it: recovery is the first
+        # correct answer after the first failure (no failure: nothing to recover from).
+        first_fail = next((t for t, ok, _ in after if not ok), None)
+        if first_fail is None:
+            first_ok: float | None = since
+        else:
+            first_ok = next((t for t, ok, _ in after if ok and t > first_fail), None)
         report = Report(
             fault=fault,
             sent=len(after),
