@@ -122,7 +122,9 @@ def test_drain_waits_until_haproxy_counts_no_session(haproxy: FakeHAProxy) -> No
 
 def test_drain_gives_up_after_the_timeout_naming_what_it_saw(haproxy: FakeHAProxy) -> None:
     haproxy.servers["node1"]["scur"] = 2
-    with pytest.raises(mod.RuntimeError_, match=r"waited 0.2 s for no session and no queued request; .*2 session"):
+    with pytest.raises(
+        mod.RuntimeError_, match=r"waited 0.2 s for no session and no queued request; .*2 session"
+    ):
         run(haproxy, "drained", timeout=0.2)
 
 
@@ -145,7 +147,10 @@ def test_ready_waits_for_the_health_check_to_report_up(haproxy: FakeHAProxy) -> 
 
 def test_ready_fails_when_the_check_never_passes(haproxy: FakeHAProxy) -> None:
     haproxy.servers["node1"].update(status="DOWN", flags=0x08, check="L7STS")
-    with pytest.raises(mod.RuntimeError_, match=r"waited 0.2 s for the health check to report it UP; last seen: status DOWN.*L7STS"):
+    with pytest.raises(
+        mod.RuntimeError_,
+        match=r"waited 0.2 s for the health check to report it UP; last seen: status DOWN.*L7STS",
+    ):
         run(haproxy, "ready", timeout=0.2)
 
 

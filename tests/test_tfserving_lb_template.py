@@ -60,7 +60,7 @@ def test_health_check_asks_every_model_for_an_available_version() -> None:
     assert backend.count("http-check connect port 8501 proto h1") == 2
     assert "uri /v1/models/digits " in backend
     assert "uri /v1/models/half_plus_two " in backend
-    assert backend.count("http-check expect rstring '\"state\" *: *\"AVAILABLE\"'") == 2
+    assert backend.count('http-check expect rstring \'"state" *: *"AVAILABLE"\'') == 2
 
 
 def test_without_models_the_check_is_a_connect_check() -> None:

@@ -170,7 +170,9 @@ def read_state(send: Send, backend: str, server: str) -> ServerState:
 def _set(send: Send, backend: str, server: str, state: str) -> None:
     reply = send(f"set server {backend}/{server} state {state}").strip()
     if reply:
-        raise RuntimeError_(f"HAProxy refused 'set server {backend}/{server} state {state}': {reply}")
+        raise RuntimeError_(
+            f"HAProxy refused 'set server {backend}/{server} state {state}': {reply}"
+        )
 
 
 def apply(
@@ -203,8 +205,9 @@ def apply(
     while wait and not done(after):
         if clock() - start >= timeout:
             raise RuntimeError_(
-                f"{backend}/{server}: waited {timeout:g} s for {goal}; last seen: status {after.status}, "
-                f"{after.sessions} session(s), {after.queued} queued, last check {after.check or '-'}"
+                f"{backend}/{server}: waited {timeout:g} s for {goal}; last seen: "
+                f"status {after.status}, {after.sessions} session(s), {after.queued} queued, "
+                f"last check {after.check or '-'}"
             )
         sleep(interval)
         after = read_state(send, backend, server)

@@ -151,7 +151,10 @@ class Traffic(threading.Thread):
 
 def test_every_node_runs_the_image_by_digest_from_the_registry() -> None:
     registry = f"{addresses()[LB]}:5000/tfserving-fleet/tensorflow-serving@sha256:"
-    images = {node: on(node, "docker", "inspect", "-f", "{{.Config.Image}}", "tfserving") for node in NODES}
+    images = {
+        node: on(node, "docker", "inspect", "-f", "{{.Config.Image}}", "tfserving")
+        for node in NODES
+    }
     assert all(ref.startswith(registry) for ref in images.values()), images
     assert len(set(images.values())) == 1, images
     ids = {node: on(node, "docker", "inspect", "-f", "{{.Image}}", "tfserving") for node in NODES}
@@ -247,7 +250,9 @@ def test_phase_b_image_change_recreates_every_container_node_by_node() -> None:
         "printf 'FROM tfserving-standin:local\\nLABEL org.tfserving-fleet.test=rebuilt\\n'"
         " | docker build -q -t tfserving-standin:rebuilt -",
     )
-    new_id = on("fleet-node1", "docker", "image", "inspect", "-f", "{{.Id}}", "tfserving-standin:rebuilt")
+    new_id = on(
+        "fleet-node1", "docker", "image", "inspect", "-f", "{{.Id}}", "tfserving-standin:rebuilt"
+    )
     FLEET_VARS.update(
         tfserving_image_source="pull",
         tfserving_image_pull_name="tfserving-standin",
