@@ -42,9 +42,12 @@ TFS_CLIENT = str(Path(sys.executable).parent / "tfs-client")
 
 
 def ephemeral() -> Path:
-    """molecule's ephemeral directory of the fleet scenario (its fixed layout)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "molecule" / ROOT.name / "fleet"
+    """molecule's ephemeral directory of the fleet scenario (the newest one with hosts)."""
+    found = sorted(
+        Path.home().glob(".ansible/tmp/molecule.*.fleet/inventory/test_hosts.yml"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    return found[-1].parents[1] if found else Path("/nonexistent")
 
 
 def addresses(eph: Path) -> dict[str, str]:
