@@ -1,0 +1,258 @@
+#!/usr/bin/python
+"""Drain, enable or read one server of an HAProxy backend through the runtime API.
+
+The socket talk and the waiting are plain functions over a ``send(command) -> reply``
+callable, so tests drive them against a fake runtime API (tests/test_haproxy_server.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+DOCUMENTATION = r"""
+---
+module: haproxy_server
+short_description: Drain or enable a server of an HAProxy backend, waiting on HAProxy's own counters
+description:
+  - Talks to HAProxy's runtime API (the admin-level C(stats socket)).
+  - C(state=drained) puts the server in drain mode (no new requests; health checks keep
+    running, so HAProxy keeps knowing whether it is up) and waits until HAProxy reports no
+    current session and no queued request on it. It asks HAProxy, not the TCP stack, so
+    pooled idle HTTP/2 connections do not hold it up.
+  - C(state=ready) takes the server out of drain or maintenance and waits until HAProxy's
+    health check reports it UP.
+  - C(state=query) changes nothing and returns the server's state.
+  - The state set here lives in the running process; the tfserving_lb role saves it across
+    reloads (server-state-file).
+options:
+  socket:
+    description: Path of the runtime API socket (level admin).
+    type: path
+    default: /run/haproxy/admin.sock
+  backend:
+    description: Backend name.
+    type: str
+    required: true
+  server:
+    description: Server name in that backend.
+    type: str
+    required: true
+  state:
+    description: What to do.
+    type: str
+    choices: [drained, ready, query]
+    default: query
+  timeout:
+    description:
+      - Longest wait in seconds for the sessions to end (drained) or for the server to be
+        reported UP (ready). The module fails when it runs out, naming what it saw last.
+    type: float
+    default: 60
+  interval:
+    description: Seconds between two looks at HAProxy's counters.
+    type: float
+    default: 0.5
+  wait:
+    description: Wait as described above (false - set the state and return).
+    type: bool
+    default: true
+"""
+
+EXAMPLES = r"""
+- name: Drain this node at the load balancer and wait for its requests to finish
+  tfserving.fleet.haproxy_server:
+    backend: tfserving_grpc
+    server: "{{ inventory_hostname }}"
+    state: drained
+    timeout: 30
+  delegate_to: lb-01
+"""
+
+RETURN = r"""
+before:
+  description: The server's state before the change.
+  type: dict
+  returned: always
+  sample: {status: UP, admin: ready, sessions: 3, queued: 0, check: L7OK}
+after:
+  description: The server's state when the module returned.
+  type: dict
+  returned: always
+waited:
+  description: Seconds spent waiting.
+  type: float
+  returned: always
+"""
+
+# HAProxy's server admin flags (show servers state, srv_admin_state).
+_MAINT_FLAGS = 0x01 | 0x02 | 0x04 | 0x20 | 0x40
+_DRAIN_FLAGS = 0x08 | 0x10
+
+Send = Callable[[str], str]
+
+
+class RuntimeError_(Exception):
+    """The runtime API refused a command or the server was not found."""
+
+
+@dataclass(frozen=True)
+class ServerState:
+    status: str  # show stat's status: UP, DOWN, DRAIN, MAINT, "UP 1/2", "no check", ...
+    admin: str  # ready, drain or maint
+    sessions: int
+    queued: int
+    check: str  # last check result, e.g. L7OK, L4CON, L7STS
+
+    @property
+    def up(self) -> bool:
+        """In service: checked and UP (or not checked at all), and not drained or in maintenance."""
+        return self.status in ("UP", "no check") and self.admin == "ready"
+
+
+def unix_socket_sender(path: str, timeout: float = 5.0) -> Send:
+    """One connection per command, as the runtime API closes it after answering."""
+
+    def send(command: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(path)
+            conn.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    return send
+
+
+def _table(text: str) -> list[dict[str, str]]:
+    """Rows of a runtime API table: a '# ' header line, comma- or space-separated."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("# "):
+            header, rows = line[2:], lines[i + 1 :]
+            if "," in header:
+                return list(csv.DictReader([header, *rows]))
+            names = header.split()
+            return [dict(zip(names, row.split(), strict=False)) for row in rows]
+    return []
+
+
+def read_state(send: Send, backend: str, server: str) -> ServerState:
+    stats = [
+        row
+        for row in _table(send("show stat"))
+        if row.get("pxname") == backend and row.get("svname") == server
+    ]
+    if not stats:
+        raise RuntimeError_(f"server {backend}/{server} is not in HAProxy's configuration")
+    flags_rows = [
+        row
+        for row in _table(send(f"show servers state {backend}"))
+        if row.get("srv_name") == server
+    ]
+    flags = int(flags_rows[0].get("srv_admin_state", "0")) if flags_rows else 0
+    admin = "maint" if flags & _MAINT_FLAGS else "drain" if flags & _DRAIN_FLAGS else "ready"
+    row = stats[0]
+    return ServerState(
+        status=row.get("status", ""),
+        admin=admin,
+        sessions=int(row.get("scur") or 0),
+        queued=int(row.get("qcur") or 0),
+        check=row.get("check_status", ""),
+    )
+
+
+def _set(send: Send, backend: str, server: str, state: str) -> None:
+    reply = send(f"set server {backend}/{server} state {state}").strip()
+    if reply:
+        raise RuntimeError_(
+            f"HAProxy refused 'set server {backend}/{server} state {state}': {reply}"
+        )
+
+
+def apply(
+    send: Send,
+    backend: str,
+    server: str,
+    state: str,
+    timeout: float = 60.0,
+    interval: float = 0.5,
+    wait: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, object]:
+    """Do what state asks; return before/after/changed/waited, raise RuntimeError_ on failure."""
+    before = read_state(send, backend, server)
+    start = clock()
+    if state == "drained":
+        _set(send, backend, server, "drain")
+        done: Callable[[ServerState], bool] = lambda s: s.sessions == 0 and s.queued == 0  # noqa: E731
+        goal = "no session and no queued request"
+        changed = before.admin != "drain"
+    elif state == "ready":
+        _set(send, backend, server, "ready")
+        done = lambda s: s.up  # noqa: E731
+        goal = "the health check to report it UP"
+        changed = before.admin != "ready"
+    else:
+        return {"changed": False, "before": asdict(before), "after": asdict(before), "waited": 0.0}
+    after = read_state(send, backend, server)
+    while wait and not done(after):
+        if clock() - start >= timeout:
+            raise RuntimeError_(
+                f"{backend}/{server}: waited {timeout:g} s for {goal}; last seen: "
+                f"status {after.status}, {after.sessions} session(s), {after.queued} queued, "
+                f"last check {after.check or '-'}"
+            )
+        sleep(interval)
+        after = read_state(send, backend, server)
+    return {
+        "changed": changed,
+        "before": asdict(before),
+        "after": asdict(after),
+        "waited": round(clock() - start, 2),
+    }
+
+
+def main() -> None:
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(
+        argument_spec={
+            "socket": {"type": "path", "default": "/run/haproxy/admin.sock"},
+            "backend": {"type": "str", "required": True},
+            "server": {"type": "str", "required": True},
+            "state": {
+                "type": "str",
+                "choices": ["drained", "ready", "query"],
+                "default": "query",
+            },
+            "timeout": {"type": "float", "default": 60.0},
+            "interval": {"type": "float", "default": 0.5},
+            "wait": {"type": "bool", "default": True},
+        },
+        supports_check_mode=False,
+    )
+    params = module.params
+    try:
+        result = apply(
+            unix_socket_sender(params["socket"]),
+            params["backend"],
+            params["server"],
+            params["state"],
+            timeout=params["timeout"],
+            interval=params["interval"],
+            wait=params["wait"],
+        )
+    except (OSError, RuntimeError_) as error:
+        module.fail_json(msg=f"HAProxy runtime API at {params['socket']}: {error}")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

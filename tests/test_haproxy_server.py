@@ -1,0 +1,177 @@
+"""The haproxy_server module against a fake HAProxy runtime API on a UNIX socket."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "haproxy_server", ROOT / "plugins" / "modules" / "haproxy_server.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["haproxy_server"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+mod = _load()
+
+STAT_HEADER = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,check_status,"
+
+
+class FakeHAProxy:
+    """Answers show stat / show servers state / set server like HAProxy 2.6 does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.servers = {"node1": {"status": "UP", "flags": 0, "scur": 0, "check": "L7OK"}}
+        self.sessions_per_look: list[int] = []  # scur shown by successive show stat
+        self.status_per_look: list[str] = []
+        self.commands: list[str] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                command = conn.recv(4096).decode().strip()
+                self.commands.append(command)
+                conn.sendall(self.answer(command).encode())
+
+    def answer(self, command: str) -> str:
+        node = self.servers.get("node1")
+        if command == "show stat":
+            if self.sessions_per_look:
+                node["scur"] = self.sessions_per_look.pop(0)
+            if self.status_per_look:
+                node["status"] = self.status_per_look.pop(0)
+            rows = [STAT_HEADER, "grpc,FRONTEND,,,0,0,100,0,OPEN,,"]
+            for name, s in self.servers.items():
+                status = s["status"]
+                if s["flags"] & 0x01:
+                    status = "MAINT"
+                elif s["flags"] & 0x08 and status == "UP":
+                    status = "DRAIN"
+                rows.append(f"tfserving_grpc,{name},0,0,{s['scur']},5,,9,{status},{s['check']},")
+            rows.append("tfserving_grpc,BACKEND,0,0,0,5,,9,UP,,")
+            return "\n".join(rows) + "\n\n"
+        if command.startswith("show servers state"):
+            lines = ["1", "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state"]
+            for i, (name, s) in enumerate(self.servers.items()):
+                lines.append(f"3 tfserving_grpc {i + 1} {name} 10.0.0.{i + 1} 2 {s['flags']}")
+            return "\n".join(lines) + "\n\n"
+        if command.startswith("set server tfserving_grpc/node1 state "):
+            state = command.rsplit(" ", 1)[1]
+            node["flags"] = {"ready": 0, "drain": 0x08, "maint": 0x01}[state]
+            return "\n"
+        if command.startswith("set server"):
+            return "No such server.\n\n"
+        return "Unknown command.\n"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def haproxy(tmp_path: Path) -> Iterator[FakeHAProxy]:
+    fake = FakeHAProxy(tmp_path / "admin.sock")
+    yield fake
+    fake.close()
+
+
+def run(fake: FakeHAProxy, state: str, server: str = "node1", **kwargs: object) -> dict:
+    send = mod.unix_socket_sender(str(fake.path))
+    return mod.apply(send, "tfserving_grpc", server, state, interval=0.01, **kwargs)
+
+
+def test_drain_waits_until_haproxy_counts_no_session(haproxy: FakeHAProxy) -> None:
+    haproxy.servers["node1"]["scur"] = 3
+    haproxy.sessions_per_look = [3, 3, 2, 1, 0]
+    result = run(haproxy, "drained", timeout=5)
+    assert result["changed"] is True
+    assert result["before"]["admin"] == "ready"
+    assert result["after"] == {
+        "status": "DRAIN",
+        "admin": "drain",
+        "sessions": 0,
+        "queued": 0,
+        "check": "L7OK",
+    }
+    assert "set server tfserving_grpc/node1 state drain" in haproxy.commands
+    assert haproxy.sessions_per_look == []
+
+
+def test_drain_gives_up_after_the_timeout_naming_what_it_saw(haproxy: FakeHAProxy) -> None:
+    haproxy.servers["node1"]["scur"] = 2
+    with pytest.raises(
+        mod.RuntimeError_, match=r"waited 0.2 s for no session and no queued request; .*2 session"
+    ):
+        run(haproxy, "drained", timeout=0.2)
+
+
+def test_drain_of_a_down_server_returns_at_once(haproxy: FakeHAProxy) -> None:
+    haproxy.servers["node1"]["status"] = "DOWN"
+    result = run(haproxy, "drained", timeout=5)
+    assert result["after"]["status"] == "DOWN"
+    assert result["after"]["admin"] == "drain"
+
+
+def test_ready_waits_for_the_health_check_to_report_up(haproxy: FakeHAProxy) -> None:
+    haproxy.servers["node1"].update(status="DOWN", flags=0x08)
+    haproxy.status_per_look = ["DOWN", "DOWN", "DOWN 1/2", "UP"]
+    result = run(haproxy, "ready", timeout=5)
+    assert result["changed"] is True
+    assert result["before"]["admin"] == "drain"
+    assert result["after"]["status"] == "UP"
+    assert result["after"]["admin"] == "ready"
+
+
+def test_ready_fails_when_the_check_never_passes(haproxy: FakeHAProxy) -> None:
+    haproxy.servers["node1"].update(status="DOWN", flags=0x08, check="L7STS")
+    with pytest.raises(
+        mod.RuntimeError_,
+        match=r"waited 0.2 s for the health check to report it UP; last seen: status DOWN.*L7STS",
+    ):
+        run(haproxy, "ready", timeout=0.2)
+
+
+def test_ready_on_a_server_in_service_changes_nothing(haproxy: FakeHAProxy) -> None:
+    result = run(haproxy, "ready", timeout=1)
+    assert result["changed"] is False
+
+
+def test_maintenance_counts_as_not_ready(haproxy: FakeHAProxy) -> None:
+    haproxy.servers["node1"]["flags"] = 0x01
+    state = mod.read_state(mod.unix_socket_sender(str(haproxy.path)), "tfserving_grpc", "node1")
+    assert state.admin == "maint"
+    assert not state.up
+
+
+def test_query_changes_nothing(haproxy: FakeHAProxy) -> None:
+    result = run(haproxy, "query")
+    assert result["changed"] is False
+    assert not [c for c in haproxy.commands if c.startswith("set ")]
+
+
+def test_unknown_server_is_a_clear_error(haproxy: FakeHAProxy) -> None:
+    with pytest.raises(mod.RuntimeError_, match="tfserving_grpc/node9 is not in HAProxy"):
+        run(haproxy, "drained", server="node9")

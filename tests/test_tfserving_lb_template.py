@@ -1,0 +1,108 @@
+"""What the tfserving_lb role writes to haproxy.cfg."""
+
+from __future__ import annotations
+
+import re
+
+import role_templates
+
+BASE = {
+    "tfserving_lb_socket": "/run/haproxy/admin.sock",
+    "tfserving_lb_state_file": "/var/lib/haproxy/server-state",
+    "tfserving_lb_hard_stop_after": "30s",
+    "tfserving_lb_timeout_connect": "2s",
+    "tfserving_lb_timeout_client": "60s",
+    "tfserving_lb_timeout_server": "30s",
+    "tfserving_lb_retries": 3,
+    "tfserving_lb_bind_address": "0.0.0.0",
+    "tfserving_lb_grpc_port": 8500,
+    "tfserving_lb_rest_enabled": False,
+    "tfserving_lb_rest_port": 8501,
+    "tfserving_lb_rest_max_body_bytes": 65536,
+    "tfserving_lb_stats_bind_address": "0.0.0.0",
+    "tfserving_lb_stats_port": 8405,
+    "tfserving_lb_check_models": ["digits", "half_plus_two"],
+    "tfserving_lb_node_rest_port": 8501,
+    "tfserving_lb_node_grpc_port": 8500,
+    "tfserving_lb_check_interval": "1s",
+    "tfserving_lb_check_fall": 2,
+    "tfserving_lb_check_rise": 2,
+    "tfserving_lb_backend_tls": False,
+    "tfserving_lb_backend_ca_file": "/etc/haproxy/ca.pem",
+    "tfserving_lb_backend_server_name": "",
+    "tfserving_lb_servers": [["node1", "10.0.0.1"], ["node2", "10.0.0.2"]],
+}
+
+
+def render(**overrides: object) -> str:
+    return role_templates.render("tfserving_lb", "haproxy.cfg.j2", **{**BASE, **overrides})
+
+
+def section(config: str, name: str) -> str:
+    match = re.search(rf"^{name}\n((?:[ \t]+.*\n|\n)*)", config, re.M)
+    assert match, f"no section {name!r} in:\n{config}"
+    return match.group(1)
+
+
+def test_grpc_is_http2_end_to_end_and_balanced_per_request() -> None:
+    config = render()
+    frontend = section(config, "frontend tfserving_grpc")
+    assert "bind 0.0.0.0:8500 proto h2" in frontend
+    backend = section(config, "backend tfserving_grpc")
+    assert "mode tcp" not in config
+    assert re.search(r"default-server check .* proto h2", backend)
+    assert "server node1 10.0.0.1:8500" in backend
+    assert "server node2 10.0.0.2:8500" in backend
+
+
+def test_health_check_asks_every_model_for_an_available_version() -> None:
+    backend = section(render(), "backend tfserving_grpc")
+    assert backend.count("http-check connect port 8501 proto h1") == 2
+    assert "uri /v1/models/digits " in backend
+    assert "uri /v1/models/half_plus_two " in backend
+    assert backend.count('http-check expect rstring \'"state" *: *"AVAILABLE"\'') == 2
+
+
+def test_without_models_the_check_is_a_connect_check() -> None:
+    backend = section(render(tfserving_lb_check_models=[]), "backend tfserving_grpc")
+    assert "httpchk" not in backend
+    assert "default-server check" in backend
+
+
+def test_retries_cover_refused_empty_and_late_answers() -> None:
+    defaults = section(render(), "defaults")
+    assert "retry-on conn-failure empty-response response-timeout" in defaults
+    assert "option redispatch 1" in defaults
+    assert "load-server-state-from-file global" in defaults
+
+
+def test_reload_config_rpc_is_denied_and_the_exporter_has_its_own_port() -> None:
+    config = render()
+    assert (
+        "http-request deny deny_status 403 if "
+        "{ path /tensorflow.serving.ModelService/HandleReloadConfigRequest }"
+    ) in section(config, "frontend tfserving_grpc")
+    stats = section(config, "frontend tfserving_lb_stats")
+    assert "bind 0.0.0.0:8405" in stats
+    assert "use-service prometheus-exporter" in stats
+    assert "stats socket /run/haproxy/admin.sock mode 660 level admin" in section(config, "global")
+
+
+def test_rest_is_off_unless_asked_for_and_then_capped() -> None:
+    assert "tfserving_rest" not in render()
+    config = render(tfserving_lb_rest_enabled=True)
+    frontend = section(config, "frontend tfserving_rest")
+    assert "bind 0.0.0.0:8501" in frontend
+    assert "req.hdr_val(content-length) gt 65536" in frontend
+    backend = section(config, "backend tfserving_rest")
+    assert "server node1 10.0.0.1:8501" in backend
+    assert "proto h2" not in backend
+
+
+def test_backend_tls_re_encrypts_with_the_given_ca() -> None:
+    backend = section(
+        render(tfserving_lb_backend_tls=True, tfserving_lb_backend_server_name="serving.example"),
+        "backend tfserving_grpc",
+    )
+    assert "ssl verify required ca-file /etc/haproxy/ca.pem alpn h2" in backend
+    assert "verifyhost serving.example" in backend
