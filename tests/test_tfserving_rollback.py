@@ -203,7 +203,8 @@ def test_a_run_killed_in_the_gate_leaves_nothing_broken_for_the_next_run(site: S
     site.export("m", 1)
     site.export("m", 2, "BROKEN")
     deployed(site, "m", 1)
-    site.run_until([site.model("m")], lambda: bool(site.calls("wait")), mode="hang")
+    # killed while the gate asks the server
+    site.run_until([site.model("m")], lambda: bool(site.calls("wait") + site.calls("status")))
     assert site.versions("m") == ["1", "2"] and site.markers("m") == ["1.sha256", "2.pending"]
     result = site.run([site.model("m")])
     assert result.returncode != 0
