@@ -85,7 +85,7 @@ class Site:
         )
 
     def run_until(
-        self, models: list[dict[str, Any]], ready: Any, mode: str = "hang", limit: float = 120
+        self, models: list[dict[str, Any]], ready: Any, mode: str = "hang", limit: float = 600
     ) -> None:
         """Start a run and kill it (the whole process group) once ``ready()`` is true."""
         self.log.unlink(missing_ok=True)
