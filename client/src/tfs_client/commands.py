@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from . import bench, render, tensors
+from . import bench, fleet, render, tensors
 from ._protos import predict_pb2, types_pb2
 from .api import (
     DEFAULT_SIGNATURE,
@@ -31,7 +31,13 @@ DEFAULT_BENCH_SECONDS = 10.0
 
 
 def run(args: argparse.Namespace) -> int:
-    handlers = {"predict": predict, "status": status, "metadata": metadata, "bench": run_bench}
+    handlers = {
+        "predict": predict,
+        "status": status,
+        "metadata": metadata,
+        "bench": run_bench,
+        "fleet-status": fleet.run_command,
+    }
     return handlers[args.command](args)
 
 
