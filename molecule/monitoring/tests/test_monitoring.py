@@ -147,7 +147,8 @@ def test_bad_duration_fails_before_any_change(host) -> None:
         SCENARIO_DIR, {"tfserving_monitoring_node_down_for": "1 minute"}, playbook="monitoring.yml"
     )
     assert result.returncode != 0
-    assert "tfserving_monitoring_node_down_for must be a Prometheus duration" in result.stdout
+    output = " ".join(result.stdout.split())
+    assert "tfserving_monitoring_node_down_for must be a Prometheus duration" in output
     assert host.file(rules).sha256sum == before
 
 
@@ -157,10 +158,9 @@ def test_changed_rules_are_reloaded_not_restarted(host, prometheus: str) -> None
         SCENARIO_DIR, {"tfserving_monitoring_error_ratio": 0.2}, playbook="monitoring.yml"
     )
     assert result.returncode == 0, result.stdout[-3000:]
-    assert (
-        "RUNNING HANDLER [tfserving.fleet.tfserving_monitoring : Reload prometheus]"
-        in result.stdout
-    )
+    handlers = [line for line in result.stdout.splitlines() if line.startswith("RUNNING HANDLER")]
+    assert any("Reload prometheus" in line for line in handlers), handlers
+    assert not any("Restart prometheus" in line for line in handlers), handlers
     assert main_pid(host, "prometheus") == pid
     deadline = time.monotonic() + 20
     while True:
