@@ -5,7 +5,9 @@
 #
 #   scripts/base-images.sh [SUITE...]     default: bookworm trixie
 #
-# Tags: local/debian-systemd:12 (bookworm) and local/debian-systemd:13 (trixie).
+# Tags: local/debian-systemd:12 (bookworm) and local/debian-systemd:13 (trixie), and
+# local/debian-systemd-docker:12 and :13: the same with Debian's docker.io already installed,
+# for scenarios that do not test the docker role (the role then finds the engine present).
 # Each image carries the content hash of its recipe in the label `recipe`; an image whose
 # label matches is kept, so a second call is quick. Where a registry is reachable, a
 # scenario's platform can name a pulled image instead (see molecule/README.md).
@@ -83,5 +85,32 @@ build_one() {
   log "$tag built (recipe $hash)"
 }
 
+# The engine variant: docker.io installed on top of the base image by `docker build`.
+build_engine() {
+  local version=$1 base="$REPO_TAG:$1" tag="$REPO_TAG-docker:$1" hash have context
+  hash=$( { docker image inspect -f '{{.Id}}' "$base"; cat "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)
+  have=$(docker image inspect -f '{{ index .Config.Labels "recipe" }}' "$tag" 2>/dev/null || true)
+  if [ "$have" = "$hash" ]; then
+    log "$tag is current (recipe $hash)"
+    return 0
+  fi
+  log "building $tag"
+  context=$(mktemp -d)
+  trap 'rm -rf "$context"' RETURN
+  cat >"$context/Dockerfile" <<DOCKERFILE
+FROM $base
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io \\
+      python3-requests \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+LABEL recipe=$hash
+DOCKERFILE
+  docker build -q -t "$tag" "$context" >/dev/null
+  log "$tag built (recipe $hash)"
+}
+
 if [ "$#" -eq 0 ]; then set -- bookworm trixie; fi
-for suite in "$@"; do build_one "$suite"; done
+for suite in "$@"; do
+  build_one "$suite"
+  build_engine "$(suite_version "$suite")"
+done

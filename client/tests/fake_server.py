@@ -49,6 +49,11 @@ def default_models() -> dict[str, FakeModel]:
                 ),
             },
         ),
+        "counter": FakeModel(
+            versions=[1],
+            labels={},
+            signatures={"serving_default": ({}, {"count": (types_pb2.DT_INT64, [])})},
+        ),
         "digits": FakeModel(
             versions=[1, 2],
             labels={},
@@ -123,7 +128,10 @@ class FakeServing(
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = version
         response.model_spec.signature_name = sig_name
-        if sig_name == "serving_default":
+        if request.model_spec.name == "counter":
+            self.count = getattr(self, "count", 0) + 1
+            out = {"count": np.array(self.count, dtype=np.int64)}
+        elif sig_name == "serving_default":
             out = {"y": values["x"] * 0.5 + 2.0}
         elif sig_name == "two_inputs":
             out = {"sum": values["a"] + values["b"].astype(np.int64)}

@@ -105,13 +105,73 @@ def test_wait_available_gives_up_after_the_limit(fake, capsys):
     assert err == "tfs-client: error: model digits not ready after 0.3 s: version 2 is LOADING\n"
 
 
-def test_wait_available_fails_fast_when_newest_version_failed(fake, capsys):
+def test_wait_available_fails_when_newest_version_stays_failed(fake, capsys):
     servicer, server = fake
     servicer.models["digits"].states[2] = (State.END, 13, "could not load")
-    code, _, err = run(capsys, server, "status", "--model", "digits", "--wait-available", "30")
+    start = time.monotonic()
+    code, _, err = run(
+        capsys,
+        server,
+        "status",
+        "--model",
+        "digits",
+        "--wait-available",
+        "30",
+        "--failed-grace",
+        "0.5",
+        "--interval",
+        "0.1",
+    )
     assert code == 1
-    assert len(servicer.calls("GetModelStatus")) == 1
+    assert 0.5 <= time.monotonic() - start < 3
     assert "version 2 failed to load (INTERNAL: could not load)" in err
+
+
+def test_wait_available_fails_at_once_on_a_failure_seen_after_loading(fake, capsys):
+    servicer, server = fake
+    servicer.models["digits"].states[2] = (State.LOADING, 0, "")
+    threading.Timer(
+        0.2, servicer.models["digits"].states.__setitem__, args=(2, (State.END, 13, "bad"))
+    ).start()
+    start = time.monotonic()
+    code, _, err = run(
+        capsys,
+        server,
+        "status",
+        "--model",
+        "digits",
+        "--wait-available",
+        "30",
+        "--interval",
+        "0.05",
+    )
+    assert code == 1
+    assert time.monotonic() - start < 2
+    assert "version 2 failed to load (INTERNAL: bad)" in err
+
+
+def test_wait_available_does_not_take_an_earlier_failure_for_the_redeployed_version(fake, capsys):
+    """The server still reports the failure of an earlier copy of the version until its next
+    look at the model directory; the new copy then loads."""
+    servicer, server = fake
+    servicer.models["digits"].states[2] = (State.END, 13, "earlier copy did not load")
+    threading.Timer(
+        0.3, servicer.models["digits"].states.__setitem__, args=(2, (State.LOADING, 0, ""))
+    ).start()
+    threading.Timer(0.6, servicer.models["digits"].states.pop, args=(2,)).start()
+    code, out, err = run(
+        capsys,
+        server,
+        "status",
+        "--model",
+        "digits",
+        "--wait-available",
+        "10",
+        "--interval",
+        "0.05",
+    )
+    assert (code, err) == (0, "")
+    assert "digits version 2: AVAILABLE" in out
 
 
 def test_wait_available_waits_for_a_server_that_starts_later(capsys):

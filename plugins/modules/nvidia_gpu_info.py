@@ -24,6 +24,12 @@ description:
   - NVIDIA (vendor 10de) VGA (class 0300) and 3D (class 0302) controllers in C(lspci -nn);
     this finds a GPU whose driver is not loaded, so the driver version stays empty.
   - Changes nothing on the host.
+  - An C(_info) module by Ansible's convention. It returns what it found as the task's
+    result (register it) and sets no C(ansible_facts).
+attributes:
+  check_mode:
+    support: full
+    details: It only reads, so it runs the same in check mode.
 options:
   nvidia_smi:
     description: Name (looked up in PATH) or absolute path of nvidia-smi.

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -18,7 +19,9 @@ description:
   - Runs on the controller (delegate_to localhost) before any host changes.
   - Each model path must hold numeric version directories, each with saved_model.pb (or
     saved_model.pbtxt) and variables/variables.index.
-  - Smoke prediction files (smoke_input, smoke_images) must exist.
+  - Smoke prediction settings must fit together (smoke_input or smoke_images, one
+    expected class per image, a tolerance only with expected outputs) and their files
+    must exist; smoke_input must be a JSON object.
   - Returns, per model, the versions its policy selects, each with its directory name and
     a content digest.
 options:
@@ -45,7 +48,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 models:
-  description: Per model, name, path, policy, selected versions, entries (version, dir, digest).
+  description: >-
+    Per model, name, path, policy, selected versions, entries (version, dir, digest),
+    labels and smoke (the smoke_* settings without the prefix, or null).
   type: list
   returned: success
 """
@@ -145,9 +150,7 @@ def scan_model(model: dict[str, Any]) -> dict[str, Any]:
                 f"model {name!r}: label {label!r} points at version {version}, "
                 f"which is not served (served: {selected})"
             )
-    for smoke_file in [model.get("smoke_input"), *(model.get("smoke_images") or [])]:
-        if smoke_file and not Path(str(smoke_file)).expanduser().is_file():
-            raise ModelError(f"model {name!r}: smoke file {smoke_file} does not exist")
+    smoke = scan_smoke(name, model)
     return {
         "name": name,
         "path": str(path),
@@ -157,10 +160,65 @@ def scan_model(model: dict[str, Any]) -> dict[str, Any]:
         "versions": selected,
         "served": [f"{name}/{dirs[v]}" for v in selected],
         "entries": [
-            {"version": v, "dir": dirs[v], "digest": digest(path / dirs[v])} for v in selected
+            {
+                "name": name,
+                "path": str(path),
+                "version": v,
+                "dir": dirs[v],
+                "key": f"{name}/{dirs[v]}",
+                "digest": digest(path / dirs[v]),
+            }
+            for v in selected
         ],
         "labels": {str(k): int(v) for k, v in labels.items()},
+        "smoke": smoke,
     }
+
+
+SMOKE_KEYS = (
+    "smoke_input",
+    "smoke_images",
+    "smoke_signature",
+    "smoke_expected_outputs",
+    "smoke_tolerance",
+    "smoke_expected_classes",
+)
+
+
+def scan_smoke(name: str, model: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's smoke prediction settings, checked; None when it has none."""
+    given = {k.removeprefix("smoke_"): model[k] for k in SMOKE_KEYS if model.get(k) is not None}
+    if not given:
+        return None
+    if given.get("input") and given.get("images"):
+        raise ModelError(f"model {name!r}: give smoke_input or smoke_images, not both")
+    if "expected_classes" in given:
+        if not given.get("images"):
+            raise ModelError(f"model {name!r}: smoke_expected_classes needs smoke_images")
+        if len(given["expected_classes"]) != len(given["images"]):
+            raise ModelError(
+                f"model {name!r}: smoke_expected_classes has {len(given['expected_classes'])} "
+                f"entries for {len(given['images'])} smoke_images (one class per image)"
+            )
+    if "tolerance" in given and not given.get("expected_outputs"):
+        raise ModelError(f"model {name!r}: smoke_tolerance needs smoke_expected_outputs")
+    for smoke_file in [given.get("input"), *(given.get("images") or [])]:
+        if smoke_file and not Path(str(smoke_file)).expanduser().is_file():
+            raise ModelError(f"model {name!r}: smoke file {smoke_file} does not exist")
+    if given.get("input"):
+        path = Path(str(given["input"])).expanduser()
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise ModelError(f"model {name!r}: smoke_input {path} is not JSON: {error}") from None
+        if not isinstance(values, dict) or not values:
+            raise ModelError(
+                f"model {name!r}: smoke_input {path} must be a JSON object {{input name: value}}"
+            )
+        given["input"] = str(path)
+    if given.get("images"):
+        given["images"] = [str(Path(str(p)).expanduser()) for p in given["images"]]
+    return given
 
 
 def scan(models: list[dict[str, Any]]) -> list[dict[str, Any]]:

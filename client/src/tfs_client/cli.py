@@ -15,8 +15,9 @@ DEFAULT_SERVER = "localhost:8500"
 
 EPILOG = """\
 exit codes: 0 success, 1 other failure (model not ready, failed requests in bench),
-2 bad usage or local input, 3 UNAVAILABLE, 4 NOT_FOUND, 5 INVALID_ARGUMENT,
-6 DEADLINE_EXCEEDED"""
+2 bad usage or local input, 3 UNAVAILABLE (wait: server not reachable), 4 NOT_FOUND,
+5 INVALID_ARGUMENT, 6 DEADLINE_EXCEEDED, 7 answer differs from --expect-*,
+8 wait: a version failed to load, 9 wait: not every version AVAILABLE in time"""
 
 
 def _positive_float(text: str) -> float:
@@ -30,6 +31,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
 
 
@@ -110,9 +118,12 @@ def _model_options(parser: argparse.ArgumentParser, signature: bool) -> None:
         )
 
 
-def _input_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("inputs (one of --image or --input)")
-    source = group.add_mutually_exclusive_group(required=True)
+def _input_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    title = "inputs (one of --image or --input" + (
+        ")" if required else "; none for a signature without inputs)"
+    )
+    group = parser.add_argument_group(title)
+    source = group.add_mutually_exclusive_group(required=required)
     source.add_argument(
         "--image",
         nargs="+",
@@ -135,6 +146,18 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _failed_grace_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--failed-grace",
+        type=_non_negative_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="a failure reported for a version not seen loading in this wait counts only "
+        "after it stayed for SECONDS (the server may still report an earlier attempt; "
+        "default 5)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfs-client",
@@ -152,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _model_options(predict, signature=True)
-    _input_options(predict)
+    _input_options(predict, required=False)
     predict.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -167,6 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
         "(always done for an output named scores, K default 5)",
     )
     predict.add_argument("--json", action="store_true", help="print {output name: nested lists}")
+    checks = predict.add_argument_group("checking the answer (exit code 7 when it differs)")
+    checks.add_argument(
+        "--expect-output",
+        action="append",
+        metavar="NAME=VALUE",
+        help="expected value of an output: JSON literal, @file.json or @file.npy (repeatable)",
+    )
+    checks.add_argument(
+        "--tolerance",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="T",
+        help="largest absolute difference allowed for numbers (default 0: exact)",
+    )
+    checks.add_argument(
+        "--expect-class",
+        nargs="+",
+        metavar="CLASS",
+        help="expected best class of each row (each image) of the ranked output",
+    )
     _connection_options(predict)
 
     status = sub.add_parser(
@@ -189,8 +232,41 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="poll interval for --wait-available (default 0.5)",
     )
+    _failed_grace_option(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     _connection_options(status)
+
+    wait = sub.add_parser(
+        "wait",
+        help="wait until the given versions of every model are AVAILABLE (deployment gate)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    wait.add_argument(
+        "--expect",
+        action="append",
+        required=True,
+        metavar="MODEL=V[,V...]",
+        help="versions that must be AVAILABLE (repeatable, one per model)",
+    )
+    wait.add_argument(
+        "--wait",
+        type=_positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="overall time limit (default 300); each call's deadline is --timeout or the "
+        "time left, whichever is smaller",
+    )
+    wait.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="poll interval (default 1)",
+    )
+    _failed_grace_option(wait)
+    wait.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    _connection_options(wait)
 
     metadata = sub.add_parser(
         "metadata",

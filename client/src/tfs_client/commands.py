@@ -8,10 +8,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-import grpc
 import numpy as np
 
-from . import bench, fleet, render, tensors
+from . import bench, expect, fleet, gate, render, tensors
 from ._protos import predict_pb2, types_pb2
 from .api import (
     DEFAULT_SIGNATURE,
@@ -23,7 +22,16 @@ from .api import (
     decode_predict,
 )
 from .connection import TlsOptions
-from .errors import EXIT_FAILURE, EXIT_OK, LocalInputError, RpcError, TfsClientError
+from .errors import (
+    EXIT_FAILURE,
+    EXIT_LOAD_FAILED,
+    EXIT_NOT_READY,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    LocalInputError,
+    RpcError,
+    TfsClientError,
+)
 from .inputs import batches, parse_input_arg, read_images, resolve_inputs
 
 IMAGE_SIGNATURE = "predict_images"
@@ -34,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     handlers = {
         "predict": predict,
         "status": status,
+        "wait": wait,
         "metadata": metadata,
         "bench": run_bench,
         "fleet-status": fleet.run_command,
@@ -83,6 +92,9 @@ def build_requests(client: Client, args: argparse.Namespace, batch_size: int | N
             out.append(Batch(request, [str(args.image[i]) for i in chunk]))
         return out
     model = replace(model, signature=model.signature or DEFAULT_SIGNATURE)
+    if not args.input:
+        # A signature without inputs (e.g. one that reads a variable): name only the model.
+        return [Batch(client.predict_request(model, {}), [])]
     parsed = [parse_input_arg(text) for text in args.input]
     signature = client.metadata(model).signature(model.signature or DEFAULT_SIGNATURE)
     values = resolve_inputs(parsed, list(signature.inputs))
@@ -103,6 +115,7 @@ def _leading_rows(values: dict[str, Any]) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
+    expected_outputs = expect.parse_expected_outputs(args.expect_output or [])
     with make_client(args) as client:
         work = build_requests(client, args, args.batch_size)
         results = [(b, decode_predict(b.request, client.predict_raw(b.request))) for b in work]
@@ -111,7 +124,22 @@ def predict(args: argparse.Namespace) -> int:
     else:
         for batch, result in results:
             _emit(render.format_predict(result, batch.row_names, args.top_k))
+    if expected_outputs or args.expect_class:
+        outputs, rows = _joined_outputs(results)
+        expect.check(outputs, expected_outputs, args.tolerance, args.expect_class or [], rows)
     return EXIT_OK
+
+
+def _joined_outputs(results: list[tuple[Batch, PredictResult]]) -> tuple[dict, list[str]]:
+    """Every output over all batches (joined along the first axis) and the row names."""
+    rows = [name for batch, _ in results for name in batch.row_names]
+    if len(results) == 1:
+        return results[0][1].outputs, rows
+    joined = {
+        name: np.concatenate([r.outputs[name] for _, r in results])
+        for name in results[0][1].outputs
+    }
+    return joined, rows
 
 
 def _merge_json(results: list[tuple[list[str], PredictResult]]) -> dict[str, Any]:
@@ -143,39 +171,18 @@ def metadata(args: argparse.Namespace) -> int:
 
 # Readiness ---------------------------------------------------------------------------------
 
-_WAITING_STATES = {"UNKNOWN", "START", "LOADING"}
-_RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-
 
 def readiness(versions: list[VersionStatus], version: int | None) -> tuple[str, str]:
-    """``("ready" | "waiting" | "failed", reason)`` for the reported version states.
+    """``("ready" | "waiting" | "failed", reason)`` for one look at the reported states.
 
-    TF Serving keeps reporting versions it unloaded (state END), so "ready" means: the
-    requested version, or else the newest reported one, is AVAILABLE and no version is
-    still starting or loading. A version in END with an error failed to load for good.
+    The rules are :class:`tfs_client.gate.VersionTracker`'s, seen once with no grace: the
+    requested version, or else the newest reported one, must be AVAILABLE.
     """
-    if not versions:
-        return "waiting", "no versions reported"
-    if version is not None:
-        target = next((v for v in versions if v.version == version), None)
-        if target is None:
-            return "waiting", f"version {version} not reported"
-    else:
-        target = max(versions, key=lambda v: v.version)
-        busy = [v for v in versions if v.state in _WAITING_STATES]
-        if busy and target.state != "END":
-            return "waiting", f"version {busy[0].version} is {busy[0].state}"
-    if target.state == "AVAILABLE":
-        return "ready", f"version {target.version} is AVAILABLE"
-    if target.state == "END" and target.failed:
-        return "failed", (
-            f"version {target.version} failed to load ({target.error_code}: {target.error_message})"
-        )
-    return "waiting", f"version {target.version} is {target.state}"
+    tracker = gate.VersionTracker(
+        "model", frozenset([version]) if version is not None else frozenset(), 0.0
+    )
+    verdict, reason = tracker.judge(versions, 0.0)
+    return verdict.value, reason
 
 
 def status(args: argparse.Namespace) -> int:
@@ -200,6 +207,8 @@ def _show_status(
 def _wait_available(args: argparse.Namespace, client: Client, model: ModelRef) -> int:
     client.retry = RetryPolicy(retries=0)  # the polling loop below is the retry
     deadline = time.monotonic() + args.wait_available
+    expected = frozenset([model.version]) if model.version is not None else frozenset()
+    tracker = gate.VersionTracker(model.name, expected, args.failed_grace)
     last_error: TfsClientError | None = None
     versions: list[VersionStatus] = []
     reason = "no answer yet"
@@ -208,15 +217,16 @@ def _wait_available(args: argparse.Namespace, client: Client, model: ModelRef) -
         try:
             versions = client.model_status(model)
             last_error = None
-            verdict, reason = readiness(versions, model.version)
-            if verdict == "ready":
+            verdict, reason = tracker.judge(versions, time.monotonic())
+            if verdict is gate.Verdict.READY:
                 _show_status(args, model, versions, True)
                 return EXIT_OK
-            if verdict == "failed":
+            if verdict is gate.Verdict.FAILED:
                 _show_status(args, model, versions, False)
-                raise TfsClientError(f"model {model.name}: {reason}", EXIT_FAILURE)
+                raise TfsClientError(reason, EXIT_FAILURE)
+            reason = reason.removeprefix(f"model {model.name}: ")
         except RpcError as err:
-            if err.code not in _RETRYABLE:
+            if err.code not in gate.WAITING_CODES:
                 raise
             last_error, reason = err, str(err)
         remaining = deadline - time.monotonic()
@@ -227,6 +237,39 @@ def _wait_available(args: argparse.Namespace, client: Client, model: ModelRef) -
         _show_status(args, model, versions, False)
     message = f"model {model.name} not ready after {args.wait_available:g} s: {reason}"
     raise TfsClientError(message, last_error.exit_code if last_error else EXIT_FAILURE)
+
+
+_WAIT_EXIT = {
+    gate.Outcome.READY: EXIT_OK,
+    gate.Outcome.FAILED: EXIT_LOAD_FAILED,
+    gate.Outcome.TIMEOUT: EXIT_NOT_READY,
+    gate.Outcome.UNREACHABLE: EXIT_UNAVAILABLE,
+}
+
+
+def wait(args: argparse.Namespace) -> int:
+    """Wait until every ``--expect MODEL=V,...`` version is AVAILABLE (the deployment gate)."""
+    expected: dict[str, frozenset[int]] = {}
+    for text in args.expect:
+        try:
+            name, versions = gate.parse_expectation(text)
+        except ValueError as err:
+            raise LocalInputError(f"--expect: {err}") from None
+        expected[name] = expected.get(name, frozenset()) | versions
+    with make_client(args) as client:
+        result = gate.wait_for(
+            client, expected, args.wait, args.timeout, args.interval, args.failed_grace
+        )
+    code = _WAIT_EXIT[result.outcome]
+    if args.json:
+        print(render.dumps(render.wait_json(result, args.server, code)))
+    else:
+        for name, versions in result.versions.items():
+            _emit(render.format_status(name, versions))
+    if code != EXIT_OK:
+        prefix = f"server {args.server} not reachable: " if code == EXIT_UNAVAILABLE else ""
+        raise TfsClientError(prefix + result.reason, code)
+    return EXIT_OK
 
 
 # Bench -------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ EXIT_UNAVAILABLE = 3
 EXIT_NOT_FOUND = 4
 EXIT_INVALID_ARGUMENT = 5
 EXIT_DEADLINE = 6
+EXIT_MISMATCH = 7  # predict: the answer differs from the expected one
+EXIT_LOAD_FAILED = 8  # wait: an expected version failed to load
+EXIT_NOT_READY = 9  # wait: the server answered, but not every version was AVAILABLE in time
 
 _MAX_DETAIL = 300
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .api import ModelMetadata, PredictResult, TensorSpec, VersionStatus
+from .gate import WaitResult
 
 DEFAULT_TOP_K = 5
 
@@ -62,6 +63,9 @@ def format_predict(result: PredictResult, row_names: Sequence[str], top_k: int |
     for name, array in result.outputs.items():
         if name in ranked_names or _shown_as_labels(name, ranked_names, result.outputs):
             continue
+        if array.ndim == 0:
+            lines.append(f"{name}: {_scalar_text(array)}")
+            continue
         kind = "string" if array.dtype.kind == "O" else array.dtype.name
         lines.append(f"{name}: {kind} {list(array.shape)}")
         lines.append(_format_array(array))
@@ -79,6 +83,18 @@ def _format_array(array: np.ndarray) -> str:
     if array.dtype.kind == "O":
         array = np.vectorize(_text, otypes=[object])(array) if array.size else array
     return np.array2string(array, threshold=200, max_line_width=100, separator=", ")
+
+
+def _scalar_text(array: np.ndarray) -> str:
+    """A 0-d value as plain text: ``3.5``, ``7``, ``true``, or the string itself."""
+    value = array.item()
+    if isinstance(value, bytes):
+        return _text(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and array.dtype.itemsize < 8:
+        return str(float(str(array)))
+    return str(value)
 
 
 def _text(value: Any) -> str:
@@ -187,3 +203,18 @@ def status_json(model: str, versions: Sequence[VersionStatus], ready: bool | Non
     if ready is not None:
         data["ready"] = ready
     return data
+
+
+def wait_json(result: WaitResult, server: str, exit_code: int) -> Any:
+    """``tfs-client wait --json``: the outcome, its reason and every model's versions."""
+    return {
+        "result": result.outcome.value,
+        "exit_code": exit_code,
+        "server": server,
+        "reason": result.reason,
+        "elapsed": round(result.elapsed, 3),
+        "models": {
+            name: status_json(name, versions, None)["versions"]
+            for name, versions in result.versions.items()
+        },
+    }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,29 @@ SCENARIO_DIR = Path(__file__).resolve().parents[1]
 SAMPLES = PROJECT_DIR / "files" / "samples"
 TFS_CLIENT = str(Path(sys.executable).parent / "tfs-client")
 MODELS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "models"
+# Every task's time in the recap of the playbook runs these tests start (gate timings).
+os.environ["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "all"
+HALF_PLUS_TWO = [2.5, 3.0, 4.5]
+HALF_PLUS_THREE = [3.5, 4.0, 5.5]
+
+
+def half_plus_two_copy(answers: list[float]) -> dict:
+    """The scenario's half_plus_two entry, expecting the given answers for x = 1, 2, 5."""
+    return {
+        "half_plus_two_copy": {
+            "name": "half_plus_two",
+            "path": str(MODELS / "half_plus_two"),
+            "smoke_input": str(SAMPLES / "half_plus_two.json"),
+            "smoke_expected_outputs": {"y": [[a] for a in answers]},
+        }
+    }
+
+
+def task_seconds(output: str, task: str) -> float:
+    """A task's duration from the profile_tasks recap."""
+    match = re.search(re.escape(task) + r" -+ ([0-9.]+)s", output)
+    assert match, f"no timing for {task!r} in the output"
+    return float(match.group(1))
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +78,26 @@ def test_container_runs_with_its_restart_policy(host) -> None:
     spec = container(host)
     assert spec["State"]["Running"] is True
     assert spec["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+
+def test_server_runs_as_the_fixed_non_root_user(host) -> None:
+    assert container(host)["Config"]["User"] == "8500:8500"
+    assert host.check_output("docker exec tfserving id -u") == "8500"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/srv/tfserving/models",
+        "/srv/tfserving/models/digits/1/saved_model.pb",
+        "/srv/tfserving/config",
+        "/srv/tfserving/config/models.config",
+    ],
+)
+def test_what_the_server_reads_belongs_to_its_group_only(host, path: str) -> None:
+    f = host.file(path)
+    assert (f.uid, f.gid) == (0, 8500)
+    assert f.mode & 0o007 == 0
 
 
 def test_container_becomes_healthy(host) -> None:
@@ -139,29 +183,45 @@ class Traffic(threading.Thread):
             time.sleep(0.02)
 
 
-def test_new_version_rolls_in_without_a_failed_request(host, address: str, testdata: Path) -> None:
-    # Version 124 carries half_plus_three's graph, so its answers tell it apart.
+def test_version_that_answers_wrong_is_rolled_back_and_the_previous_answers(
+    host, address: str, testdata: Path
+) -> None:
+    # 124 carries half_plus_three's graph: it loads, but its answers are not half_plus_two's.
     shutil.copytree(
         testdata / "saved_model_half_plus_three" / "00000123", MODELS / "half_plus_two" / "124"
     )
+    result = converge(SCENARIO_DIR)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "did not pass the readiness gate (failed)" in output, output[-4000:]
+    assert "answer differs from the expected" in output
+    assert "Rolled back, removed again: half_plus_two/124" in output
+    assert "The previous versions answer again:" in output and "half_plus_two=123" in output
+    assert predict_half_plus_two(address) == HALF_PLUS_TWO
+    assert not host.file("/srv/tfserving/models/half_plus_two/124").exists
+    assert host.file("/srv/tfserving/models/half_plus_two/00000123").exists
+
+
+def test_new_version_rolls_in_without_a_failed_request(host, address: str) -> None:
+    # The same 124 again, now that its answers are the expected ones.
     traffic = Traffic(address)
     traffic.start()
-    result = converge(SCENARIO_DIR)
+    result = converge(SCENARIO_DIR, half_plus_two_copy(HALF_PLUS_THREE))
     time.sleep(1)
     traffic.stop.set()
     traffic.join(timeout=30)
     assert result.returncode == 0, result.stdout[-4000:]
     assert traffic.failures == []
-    assert traffic.answers[0] == [2.5, 3.0, 4.5]
-    assert traffic.answers[-1] == [3.5, 4.0, 5.5]
-    assert {tuple(a) for a in traffic.answers} == {(2.5, 3.0, 4.5), (3.5, 4.0, 5.5)}
-    assert predict_half_plus_two(address) == [3.5, 4.0, 5.5]
+    assert traffic.answers[0] == HALF_PLUS_TWO
+    assert traffic.answers[-1] == HALF_PLUS_THREE
+    assert {tuple(a) for a in traffic.answers} == {tuple(HALF_PLUS_TWO), tuple(HALF_PLUS_THREE)}
     status = tfs_client("status", f"--server={address}:8500", "--model=half_plus_two", "--json")
     versions = {v["version"]: v["state"] for v in json.loads(status.stdout)["versions"]}
     assert versions.get(124) == "AVAILABLE"
-    # The policy (latest 1) no longer serves 123: it went once 124 was AVAILABLE.
+    # The policy (latest 1) no longer serves 123: it went once 124 passed the gate.
     assert not host.file("/srv/tfserving/models/half_plus_two/00000123").exists
     assert host.file("/srv/tfserving/models/half_plus_two/124/saved_model.pb").exists
+    assert host.file("/srv/tfserving/state/half_plus_two/124.sha256").exists
 
 
 def test_corrupt_version_fails_the_play_and_the_old_one_answers(
@@ -170,11 +230,119 @@ def test_corrupt_version_fails_the_play_and_the_old_one_answers(
     corrupt = MODELS / "half_plus_two" / "125"
     shutil.copytree(testdata / "saved_model_half_plus_three" / "00000123", corrupt)
     (corrupt / "saved_model.pb").write_bytes(b"this is not a SavedModel")
-    result = converge(SCENARIO_DIR)
+    result = converge(SCENARIO_DIR, half_plus_two_copy(HALF_PLUS_THREE))
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "did not pass the readiness gate" in output, output[-4000:]
-    assert "half_plus_two/125" in output
-    assert predict_half_plus_two(address) == [3.5, 4.0, 5.5]
+    assert "did not pass the readiness gate (failed)" in output, output[-4000:]
+    assert "version 125 failed to load" in output
+    assert "Rolled back, removed again: half_plus_two/125" in output
+    assert "half_plus_two=124" in output and "answer again" in output
+    assert predict_half_plus_two(address) == HALF_PLUS_THREE
     assert not host.file("/srv/tfserving/models/half_plus_two/125").exists
     shutil.rmtree(corrupt)
+
+
+def test_stuck_version_fails_the_play_within_the_gate_timeout(host, address: str) -> None:
+    """A version whose load never ends (its warmup blocks): the gate gives up on time."""
+    stuck = MODELS / "half_plus_two" / "126"
+    subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "blocking_model.py"), str(stuck)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    timeout = 20
+    extra = {**half_plus_two_copy(HALF_PLUS_THREE), "tfserving_gate_timeout": timeout}
+    result = converge(SCENARIO_DIR, extra)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "did not pass the readiness gate (failed)" in output, output[-4000:]
+    assert "version 126 is LOADING" in output
+    waited = task_seconds(output, "Wait until exactly the served versions are AVAILABLE")
+    watched = task_seconds(output, "Watch the server start; a crash ends the wait at once")
+    print(f"gate timeout {timeout} s: watch {watched:.1f} s + wait {waited:.1f} s")
+    assert watched + waited <= timeout + 10
+    assert predict_half_plus_two(address) == HALF_PLUS_THREE
+    assert not host.file("/srv/tfserving/models/half_plus_two/126").exists
+    shutil.rmtree(stuck)
+
+
+def test_crash_loop_at_start_is_stopped_with_the_server_reason(host, testdata: Path) -> None:
+    """A new model whose only version does not load, with a server restart: the server exits
+    at start, which its restart policy would repeat forever."""
+    broken = MODELS / "broken" / "1"
+    shutil.copytree(testdata / "saved_model_half_plus_three" / "00000123", broken)
+    (broken / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    extra = {
+        **half_plus_two_copy(HALF_PLUS_THREE),
+        "tfserving_models": "{{ sandbox_models + [half_plus_two_copy, broken_model] }}",
+        "broken_model": {"name": "broken", "path": str(MODELS / "broken")},
+        # a changed flag restarts the server
+        "tfserving_extra_args": ["--tensorflow_intra_op_parallelism=1"],
+        "tfserving_gate_timeout": 240,
+    }
+    start = time.monotonic()
+    result = converge(SCENARIO_DIR, extra)
+    elapsed = time.monotonic() - start
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "did not pass the readiness gate (crashed)" in output, output[-4000:]
+    assert "broken" in output.split("Last lines of the server log:")[-1]
+    assert "Rolled back, removed again: broken/1" in output
+    watched = task_seconds(output, "Watch the server start; a crash ends the wait at once")
+    print(f"crash loop detected after {watched:.1f} s of watching (play {elapsed:.0f} s)")
+    assert watched < 120
+    state = container(host)["State"]
+    assert state["Running"] is False and state["Restarting"] is False
+    assert not host.file("/srv/tfserving/models/broken/1").exists
+    shutil.rmtree(broken.parent)
+
+
+def test_grpc_mutual_tls_end_to_end(host, address: str, tmp_path: Path) -> None:
+    """gRPC with TLS and client certificates: the gate passes through it; plaintext clients
+    and clients without a certificate are refused; a client with one gets the answer."""
+    from tls_certs import write_test_pki
+
+    pki = write_test_pki(tmp_path, "tfserving.test")
+    extra = {
+        **half_plus_two_copy(HALF_PLUS_THREE),
+        "tfserving_ssl_server_cert": pki.server_cert.read_text(),
+        "tfserving_ssl_server_key": pki.server_key.read_text(),
+        "tfserving_ssl_custom_ca": pki.ca_cert.read_text(),
+        "tfserving_ssl_client_verify": True,
+        "tfserving_gate_ca_file": str(pki.ca_cert),
+        "tfserving_gate_cert_file": str(pki.client_cert),
+        "tfserving_gate_key_file": str(pki.client_key),
+        "tfserving_gate_server_name": "tfserving.test",
+    }
+    result = converge(SCENARIO_DIR, extra)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "PRIVATE KEY" not in output
+    ssl_config = host.file("/srv/tfserving/config/ssl.config")
+    assert (ssl_config.uid, ssl_config.gid, ssl_config.mode) == (0, 8500, 0o640)
+    assert container(host)["Config"]["User"] == "8500:8500"
+
+    server = f"--server={address}:8500"
+    query = ["--model=half_plus_two", "--input=x=[[1.0],[2.0],[5.0]]", "--json", "--timeout=5"]
+    plain = tfs_client("predict", server, *query)
+    assert plain.returncode == 3, plain.stderr
+    tls = [f"--ca-file={pki.ca_cert}", "--server-name-override=tfserving.test"]
+    no_cert = tfs_client("predict", server, *query, *tls)
+    assert no_cert.returncode == 3, no_cert.stderr
+    client = [f"--cert-file={pki.client_cert}", f"--key-file={pki.client_key}"]
+    answer = tfs_client("predict", server, *query, *tls, *client)
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout) == {"y": [[a] for a in HALF_PLUS_THREE]}
+    digits = tfs_client(
+        "predict",
+        server,
+        "--model=digits",
+        "--image",
+        str(SAMPLES / "digit_3.jpg"),
+        "--expect-class",
+        "3",
+        *tls,
+        *client,
+    )
+    assert digits.returncode == 0, digits.stderr

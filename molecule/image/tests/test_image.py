@@ -150,3 +150,62 @@ def test_bad_input_fails_and_leaves_the_hosts_unchanged(
     assert message in output, output[-3000:]
     assert {name: _tagged_images(name) for name in HOSTS} == before
     assert _on("image-node", "sh", "-c", "ls /var/cache/tfserving-image/archives") == ""
+
+
+IMAGE_FACT = "/etc/ansible/facts.d/tfserving_image.fact"
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_each_host_records_the_image_it_has(name: str) -> None:
+    record = json.loads(_on(name, "cat", IMAGE_FACT))
+    assert record == {"ref": IMAGE_REF, "id": _image_id(name), "variant": "cpu"}
+
+
+def test_serving_alone_uses_the_recorded_image() -> None:
+    # A later run of the serving play alone: nothing of this run's facts, only the records.
+    result = converge(SCENARIO_DIR, {"tfserving_gpu": False}, playbook="serve-image.yml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for name in HOSTS:
+        assert f"{name} serves with {IMAGE_REF} (CPU)" in output
+
+
+def test_serving_alone_without_a_gpu_mode_says_to_run_the_gpu_play() -> None:
+    result = converge(SCENARIO_DIR, playbook="serve-image.yml", limit="image-node")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "No GPU mode for image-node" in output, output[-3000:]
+    assert "Run the GPU play first (playbooks/gpu.yml, or site.yml)" in output
+
+
+def test_serving_alone_without_a_recorded_image_says_to_run_the_image_play() -> None:
+    _on("image-node", "mv", IMAGE_FACT, IMAGE_FACT + ".aside")
+    try:
+        result = converge(
+            SCENARIO_DIR, {"tfserving_gpu": False}, playbook="serve-image.yml", limit="image-node"
+        )
+    finally:
+        _on("image-node", "mv", IMAGE_FACT + ".aside", IMAGE_FACT)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "No serving image for image-node" in output, output[-3000:]
+    assert "Run the image play first (playbooks/image.yml, or site.yml)" in output
+    assert "tensorflow/serving" not in output
+
+
+def test_a_build_and_a_load_report_progress_not_failed_retries() -> None:
+    # Last in this file: it builds and distributes another tag. The fixture's `slow` devel
+    # build prints a line a second for 8 seconds.
+    result = converge(
+        SCENARIO_DIR,
+        {"tfserving_image_repo_version": "slow", "tfserving_image_build_poll_interval": 2},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "FAILED" not in output
+    devel = "image-builder: waiting for the cpu devel image build"
+    progress = [line for line in output.splitlines() if line.startswith(devel)]
+    assert any("elapsed; latest: fixture build step" in line for line in progress), progress
+    assert "image-node: waiting for the load of tfserving-fleet/tensorflow-serving:slow" in output
+    log = _on(BUILDER, "cat", "/var/cache/tfserving-image/logs/cpu-devel.log")
+    assert "fixture build step 8 of 8" in log

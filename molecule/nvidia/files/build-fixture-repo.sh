@@ -9,7 +9,8 @@
 #                                  its presence makes dockerd accept --gpus requests)
 #   libnvidia-container-tools, libnvidia-container1 (empty)
 # Each exists at two versions so a test can show the pin wins over the newest. The Release
-# file is signed (InRelease, Release.gpg) with a key generated here for the test only.
+# file is signed (InRelease, Release.gpg) with a key generated here for the test only;
+# BASE/gpgkey.fingerprint holds its fingerprint, BASE/gpgkey-two-keys it plus another key.
 #   build-fixture-repo.sh BASE_DIR
 set -eu
 base=$1
@@ -79,6 +80,13 @@ done
 gpg --batch --passphrase '' --quick-gen-key \
   'tfserving-fleet test fixture repository key <fixtures@example.invalid>' ed25519 sign never
 gpg --batch --armor --export > "$base/gpgkey"
+# The repository key's fingerprint (the role pins it), and a key file that carries a second
+# key besides it (the role must refuse it).
+gpg --batch --with-colons --list-keys | awk -F: '$1 == "fpr" { print $10; exit }' \
+  > "$base/gpgkey.fingerprint"
+gpg --batch --passphrase '' --quick-gen-key \
+  'tfserving-fleet test fixture other key <other@example.invalid>' ed25519 sign never
+gpg --batch --armor --export > "$base/gpgkey-two-keys"
 
 cd "$repo"
 apt-ftparchive packages . > Packages
@@ -86,7 +94,8 @@ gzip -9kf Packages
 apt-ftparchive -o APT::FTPArchive::Release::Origin=fixture \
   -o APT::FTPArchive::Release::Label=nvidia-container-toolkit-fixture release . > "$work/Release"
 mv "$work/Release" Release
-gpg --batch --yes --clearsign -o InRelease Release
-gpg --batch --yes --armor --detach-sign -o Release.gpg Release
+key=$(cat "$base/gpgkey.fingerprint")
+gpg --batch --yes --local-user "$key" --clearsign -o InRelease Release
+gpg --batch --yes --local-user "$key" --armor --detach-sign -o Release.gpg Release
 chmod -R a+rX "$base"
 rm -rf "$work"

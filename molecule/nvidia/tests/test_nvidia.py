@@ -18,7 +18,9 @@ from inner_images import busybox_image
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
-SOURCE = "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
+SOURCE = "/etc/apt/sources.list.d/nvidia-container-toolkit.sources"
+OLD_SOURCE = "/etc/apt/sources.list.d/nvidia-container-toolkit.list"  # planted by prepare.yml
+FIXTURE_REPO = "/srv/nvidia-fixture-repo"
 PACKAGES = [
     "nvidia-container-toolkit",
     "nvidia-container-toolkit-base",
@@ -26,6 +28,7 @@ PACKAGES = [
     "libnvidia-container1",
 ]
 PINNED = "1.17.8-1"  # vars/fixture.yml; the fixture repository also offers 1.18.0-1
+GPU_FACT = "/etc/ansible/facts.d/nvidia_container_toolkit.fact"
 
 
 def test_docker_was_not_restarted_after_the_first_converge(host) -> None:
@@ -35,14 +38,31 @@ def test_docker_was_not_restarted_after_the_first_converge(host) -> None:
     assert now.strip() == recorded.strip()
 
 
-def test_keyring_and_signed_by_source(host) -> None:
+def _deb822(text: str) -> dict[str, str]:
+    return dict(
+        line.split(": ", 1) for line in text.splitlines() if ": " in line and line[0] != "#"
+    )
+
+
+def test_keyring_holds_only_the_pinned_key(host) -> None:
     keyring = host.file(KEYRING)
     assert keyring.is_file
-    assert "BEGIN PGP PUBLIC KEY BLOCK" in keyring.content_string
-    source = host.file(SOURCE).content_string
-    assert (
-        f"deb [signed-by={KEYRING}] file:///srv/nvidia-fixture-repo/stable/deb/$(ARCH) /" in source
-    )
+    assert keyring.mode == 0o644
+    listing = host.check_output(f"gpg --batch --with-colons --show-keys {KEYRING}")
+    primary = [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")]
+    pinned = host.file(f"{FIXTURE_REPO}/gpgkey.fingerprint").content_string.strip()
+    assert primary == [pinned]
+
+
+def test_deb822_source_signed_by_the_keyring(host) -> None:
+    fields = _deb822(host.file(SOURCE).content_string)
+    assert fields["Types"] == "deb"
+    assert fields["URIs"] == f"file://{FIXTURE_REPO}/stable/deb/$(ARCH)"
+    assert fields["Suites"] == "/"
+    assert "Components" not in fields
+    assert fields["Signed-By"] == KEYRING
+    # The one-line source an earlier version of the role wrote is gone (no duplicate source).
+    assert not host.file(OLD_SOURCE).exists
 
 
 def test_repository_signature_verifies_with_the_keyring(host) -> None:
@@ -68,6 +88,45 @@ def test_packages_installed_at_the_pinned_version_and_held(host, name) -> None:
     assert host.check_output("dpkg-query --show --showformat='${Status}' %s", name).startswith(
         "hold "
     )
+
+
+def test_gpu_mode_is_recorded_for_later_plays(host) -> None:
+    fact = json.loads(host.file(GPU_FACT).content_string)
+    assert fact == {
+        "gpu_enabled": True,
+        "gpu_count": 1,
+        "gpu_models": ["Tesla T4"],
+        "driver_version": "535.183.01",
+        "detection_source": "nvidia-smi",
+    }
+
+
+def test_a_key_with_another_fingerprint_fails_and_keeps_the_keyring(host) -> None:
+    before = host.check_output(f"sha256sum {KEYRING}")
+    pinned = host.file(f"{FIXTURE_REPO}/gpgkey.fingerprint").content_string.strip()
+    other = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
+    result = _run_role(
+        {"nvidia_container_toolkit_repo_gpg_key_fingerprint": other}, host.backend.get_hostname()
+    )
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert f"nvidia_container_toolkit_repo_gpg_key_fingerprint={other}" in output, output[-3000:]
+    assert f"holds the key {pinned}, not the pinned fingerprint {other}" in output
+    assert host.check_output(f"sha256sum {KEYRING}") == before
+
+
+def test_a_key_file_with_a_second_key_is_refused_and_keeps_the_keyring(host) -> None:
+    before = host.check_output(f"sha256sum {KEYRING}")
+    pinned = host.file(f"{FIXTURE_REPO}/gpgkey.fingerprint").content_string.strip()
+    result = _run_role(
+        {"nvidia_container_toolkit_repo_gpg_key_url": f"file://{FIXTURE_REPO}/gpgkey-two-keys"},
+        host.backend.get_hostname(),
+    )
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert f"holds the pinned key {pinned} and 1 other key(s)" in output, output[-3000:]
+    assert "a keyring may hold only the pinned key" in output
+    assert host.check_output(f"sha256sum {KEYRING}") == before
 
 
 def test_daemon_json_keeps_planted_keys_and_adds_the_runtime(host) -> None:
@@ -125,9 +184,22 @@ def test_cpu_host_in_auto_mode_is_skipped_with_a_reason(host) -> None:
         f"no NVIDIA GPU found on {name}"
         " (checked nvidia-smi, /proc/driver/nvidia, lspci): CPU serving" in output
     )
-    assert "changed=0" in output
-    # No apt, no daemon.json work on a CPU host.
+    # No apt, no daemon.json work on a CPU host: the one change is the GPU mode recorded
+    # for later plays (this host was a GPU host until now), and a second run changes nothing.
     assert "Install the toolkit packages" not in output
+    assert "Merge the nvidia runtime" not in output
+    fact = json.loads(host.file(GPU_FACT).content_string)
+    assert fact["gpu_enabled"] is False
+    assert fact["detection_source"] == "none"
+    again = _run_role(
+        {
+            "nvidia_container_toolkit_enabled": "auto",
+            "nvidia_container_toolkit_nvidia_smi": "/nonexistent/nvidia-smi",
+        },
+        name,
+    )
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "changed=0" in again.stdout
 
 
 def test_required_gpu_missing_fails_naming_host_and_sources(host) -> None:

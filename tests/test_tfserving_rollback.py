@@ -1,0 +1,289 @@
+"""The tfserving role's gate, rollback and interrupted-run windows, run for real with
+ansible-playbook against a local directory and a fake tfs-client (tests/fixtures/
+tfserving_role). The container parts are covered by molecule/default.
+
+Windows of an interrupted run, in the order of a run (sync.yml, gate.yml, prune.yml):
+  copy aside | .pending written | rename into place | gate | .sha256 written | prune
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from tfserving_role_site import ROOT, Site
+
+spec = importlib.util.spec_from_file_location(
+    "tfserving_model_scan", ROOT / "plugins" / "modules" / "tfserving_model_scan.py"
+)
+assert spec and spec.loader
+scan_mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(scan_mod)
+
+
+def deployed(
+    site: Site, name: str, version: int, marker: str = "sha256", in_place: bool = True
+) -> None:
+    """What a run left: the version in place (or not) and its marker (.sha256 or .pending)."""
+    source = site.exports / name / str(version)
+    if in_place:
+        shutil.copytree(source, site.host / "models" / name / str(version))
+    state = site.host / "state" / name
+    state.mkdir(parents=True, exist_ok=True)
+    if marker:
+        (state / f"{version}.{marker}").write_text(scan_mod.digest(source) + "\n")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return Site(tmp_path)
+
+
+def output(result) -> str:
+    return result.stdout + result.stderr
+
+
+# Finding 1: a stuck version fails the play within the timeout and nothing serving is lost.
+def test_stuck_version_fails_the_play_and_keeps_the_serving_version(site: Site) -> None:
+    site.export("m", 1)
+    site.export("m", 2, "STUCK")
+    deployed(site, "m", 1)
+    start = time.monotonic()
+    result = site.run([site.model("m")], extra={"tfserving_gate_timeout": 4})
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0, output(result)[-3000:]
+    assert "did not pass the readiness gate (failed)" in output(result)
+    assert "not ready after" in output(result)
+    assert site.versions("m") == ["1"]  # the stuck one removed, the serving one kept
+    assert site.markers("m") == ["1.sha256"]
+    assert "The previous versions answer again: m=1" in output(result)
+    assert elapsed < 120
+
+
+# Finding 2: an unreachable server removes nothing; a bind address the controller cannot
+# reach is refused before any host change.
+def test_unreachable_server_fails_without_removing_anything(site: Site) -> None:
+    site.export("m", 1)
+    result = site.run([site.model("m")], mode="unreachable")
+    text = output(result)
+    assert result.returncode != 0
+    assert "(unreachable)" in text
+    assert (
+        "no answer from 127.0.0.1:8500" in text and "0.0.0.0:8500 (tfserving_bind_address)" in text
+    )
+    assert "Nothing was removed" in text
+    assert site.versions("m") == ["1"] and site.markers("m") == ["1.pending"]
+
+
+def test_loopback_bind_address_is_refused_before_host_changes(site: Site) -> None:
+    site.export("m", 1)
+    result = site.run(
+        [site.model("m")],
+        extra={"tfserving_bind_address": "127.0.0.1", "tfserving_gate_address": "10.1.2.3"},
+    )
+    assert result.returncode != 0
+    assert "tfserving_bind_address is 127.0.0.1" in output(result)
+    assert not site.host.exists()
+
+
+# Findings 4 and 5: answers are checked for every served version and label; a version that
+# answers wrong is rolled back and the previous one is shown to answer again.
+def test_every_served_version_and_label_is_checked(site: Site) -> None:
+    for version in (1, 2, 3):
+        site.export("m", version)
+    model = site.model(
+        "m",
+        policy="specific",
+        versions=[1, 3],
+        labels={"stable": 1, "canary": 3},
+        smoke_expected_outputs={"y": [[2.5]]},
+        smoke_tolerance=0.01,
+    )
+    result = site.run([model])
+    assert result.returncode == 0, output(result)[-3000:]
+    targets = sorted(
+        next(a for a in argv if a.startswith(("--version=", "--label=")))
+        for argv in site.calls("predict")
+    )
+    assert targets == ["--label=canary", "--label=stable", "--version=1", "--version=3"]
+    assert all(
+        "--expect-output=y=[[2.5]]" in argv and "--tolerance=0.01" in argv
+        for argv in site.calls("predict")
+    )
+    [wait] = site.calls("wait")
+    assert "--expect=m=1,3" in wait
+
+
+def test_wrong_answer_rolls_back_and_the_previous_version_answers_again(site: Site) -> None:
+    site.export("m", 1)
+    site.export("m", 2, "WRONG")
+    deployed(site, "m", 1)
+    result = site.run([site.model("m", smoke_expected_outputs={"y": 2.5})])
+    text = output(result)
+    assert result.returncode != 0
+    assert "a served version answered wrong" in text and "answer differs" in text
+    assert "Rolled back, removed again: m/2" in text
+    assert "The previous versions answer again: m=1" in text
+    assert site.versions("m") == ["1"]
+    fallback = [argv for argv in site.calls("predict") if "--version=1" in argv]
+    assert fallback, "the previous version's answer was not checked"
+
+
+# Finding 6: every window of an interrupted run.
+def test_interrupted_runs_that_placed_good_versions_finish_on_the_next_run(site: Site) -> None:
+    # a: killed while copying aside (a leftover .incoming copy, no marker)
+    site.export("a", 1)
+    (site.host / "models" / "a" / ".incoming-1").mkdir(parents=True)
+    # b: killed after .pending, before the rename
+    site.export("b", 1)
+    deployed(site, "b", 1, "pending", in_place=False)
+    # c: killed after the rename (or in the gate): pending and in place; 1 passed before
+    site.export("c", 1)
+    site.export("c", 2)
+    deployed(site, "c", 1)
+    deployed(site, "c", 2, "pending")
+    # d: killed between writing .sha256 and removing .pending
+    site.export("d", 1)
+    deployed(site, "d", 1)
+    deployed(site, "d", 1, "pending", in_place=False)
+    # e: killed in prune, after an old version's directory went, before its marker
+    site.export("e", 2)
+    deployed(site, "e", 2)
+    (site.host / "state" / "e" / "1.sha256").write_text("old\n")
+    models = [site.model(n) for n in "abcde"]
+    result = site.run(models)
+    assert result.returncode == 0, output(result)[-3000:]
+    assert {n: site.versions(n) for n in "abcde"} == {
+        "a": ["1"],
+        "b": ["1"],
+        "c": ["2"],
+        "d": ["1"],
+        "e": ["2"],
+    }
+    assert {n: site.markers(n) for n in "abcde"} == {
+        "a": ["1.sha256"],
+        "b": ["1.sha256"],
+        "c": ["2.sha256"],
+        "d": ["1.sha256"],
+        "e": ["2.sha256"],
+    }
+    assert not (site.host / "models" / "a" / ".incoming-1").exists()
+    [wait] = site.calls("wait")
+    assert "--expect=c=2" in wait
+    # and then nothing changes
+    again = site.run(models)
+    assert again.returncode == 0
+    assert "changed=0" in again.stdout, again.stdout[-3000:]
+
+
+def test_interrupted_runs_that_placed_broken_versions_are_rolled_back(site: Site) -> None:
+    # f: killed after the rename or in the gate, with a version that does not load
+    site.export("f", 1)
+    site.export("f", 2, "BROKEN")
+    deployed(site, "f", 1)
+    deployed(site, "f", 2, "pending")
+    # g: killed during a roll-back, after the directory went, before the marker
+    site.export("g", 1)
+    site.export("g", 2, "BROKEN")
+    deployed(site, "g", 1)
+    deployed(site, "g", 2, "pending", in_place=False)
+    result = site.run([site.model("f"), site.model("g")])
+    text = output(result)
+    assert result.returncode != 0
+    assert "failed to load" in text
+    assert {n: site.versions(n) for n in "fg"} == {"f": ["1"], "g": ["1"]}
+    assert {n: site.markers(n) for n in "fg"} == {"f": ["1.sha256"], "g": ["1.sha256"]}
+
+
+def test_a_run_killed_in_the_gate_leaves_nothing_broken_for_the_next_run(site: Site) -> None:
+    site.export("m", 1)
+    site.export("m", 2, "BROKEN")
+    deployed(site, "m", 1)
+    site.run_until([site.model("m")], lambda: bool(site.calls("wait")), mode="hang")
+    assert site.versions("m") == ["1", "2"] and site.markers("m") == ["1.sha256", "2.pending"]
+    result = site.run([site.model("m")])
+    assert result.returncode != 0
+    assert "Rolled back, removed again: m/2" in output(result)
+    assert site.versions("m") == ["1"] and site.markers("m") == ["1.sha256"]
+
+
+def test_a_directory_no_run_recorded_is_never_deleted(site: Site) -> None:
+    site.export("m", 1)
+    deployed(site, "m", 1, marker="")
+    result = site.run([site.model("m")])
+    assert result.returncode != 0
+    assert "has no marker" in output(result)
+    assert site.versions("m") == ["1"]
+    assert site.calls("wait") == []
+
+
+# Finding 7: the gate uses the TLS settings; what the server reads is its group's only.
+def test_gate_and_smoke_checks_use_tls_and_files_belong_to_the_server_group(site: Site) -> None:
+    site.export("m", 1)
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (site.tmp / name).write_text("pem\n")
+    extra = {
+        "tfserving_ssl_server_cert": "CERT",
+        "tfserving_ssl_server_key": "KEY",
+        "tfserving_ssl_custom_ca": "CA",
+        "tfserving_ssl_client_verify": True,
+        "tfserving_gate_ca_file": str(site.tmp / "ca.pem"),
+        "tfserving_gate_cert_file": str(site.tmp / "client.pem"),
+        "tfserving_gate_key_file": str(site.tmp / "client.key"),
+        "tfserving_gate_server_name": "serving.test",
+    }
+    result = site.run([site.model("m", smoke_expected_outputs={"y": 2.5})], extra=extra)
+    assert result.returncode == 0, output(result)[-3000:]
+    assert "KEY" not in output(result).replace("KEY_FILE", "")
+    tls = [
+        f"--ca-file={site.tmp / 'ca.pem'}",
+        f"--cert-file={site.tmp / 'client.pem'}",
+        f"--key-file={site.tmp / 'client.key'}",
+        "--server-name-override=serving.test",
+    ]
+    for argv in site.calls("wait") + site.calls("predict"):
+        assert all(option in argv for option in tls), argv
+    for path in [
+        site.host / "config" / "ssl.config",
+        site.host / "models" / "m" / "1" / "saved_model.pb",
+    ]:
+        info = path.stat()
+        assert (info.st_uid, info.st_gid) == (0, 8500), path
+        assert stat.S_IMODE(info.st_mode) & 0o007 == 0, path
+
+
+def test_client_verify_without_a_gate_certificate_is_refused_before_host_changes(
+    site: Site,
+) -> None:
+    site.export("m", 1)
+    extra = {
+        "tfserving_ssl_server_cert": "CERT",
+        "tfserving_ssl_server_key": "KEY",
+        "tfserving_ssl_custom_ca": "CA",
+        "tfserving_ssl_client_verify": True,
+    }
+    result = site.run([site.model("m")], extra=extra)
+    assert result.returncode != 0
+    assert "tfserving_gate_cert_file" in output(result)
+    assert not site.host.exists()
+
+
+# Finding 9: a model dropped from tfserving_models leaves the host; it can come back fresh.
+def test_dropped_model_is_removed_after_the_gate_and_can_return(site: Site) -> None:
+    site.export("keep", 1)
+    site.export("gone", 1)
+    assert site.run([site.model("keep"), site.model("gone")]).returncode == 0
+    assert site.versions("gone") == ["1"]
+    result = site.run([site.model("keep")])
+    assert result.returncode == 0, output(result)[-3000:]
+    assert not (site.host / "models" / "gone").exists()
+    assert not (site.host / "state" / "gone").exists()
+    shutil.rmtree(site.exports / "gone")
+    site.export("gone", 1, "RETRAINED")
+    result = site.run([site.model("keep"), site.model("gone")])
+    assert result.returncode == 0, output(result)[-3000:]
+    assert (site.host / "models" / "gone" / "1" / "RETRAINED").exists()
