@@ -13,11 +13,11 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Scenarios run by `make test` (molecule/gpu needs a real GPU host: see README.md).
 SCENARIOS ?= docker nvidia image default
-# molecule/faults and molecule/fleet join this list once they have passed end to end
-# (make molecule SCENARIOS=faults, SCENARIOS=fleet).
+# molecule/faults, molecule/fleet and molecule/monitoring join this list once they have
+# passed end to end (make molecule SCENARIOS=faults, and so on).
 PYTEST_PATHS := tests client/tests standin/tests
 
-.PHONY: help setup venv engine base-images standin-image standin-archive lint unit molecule test demo demo-clean bench lock clean
+.PHONY: help setup venv promtool engine base-images standin-image standin-archive lint unit molecule test demo demo-clean bench lock clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -26,6 +26,10 @@ setup: venv engine base-images
 
 venv:
 	@scripts/setup-venv.sh
+
+# promtool (from Debian's prometheus package) checks the monitoring role's files in `make unit`.
+promtool:
+	@scripts/promtool.sh
 
 engine:
 	@scripts/engine.sh
@@ -46,7 +50,7 @@ lint: venv
 	ruff format --check .
 
 # One pytest run per suite: each has its own conftest helpers.
-unit: venv
+unit: venv promtool
 	@for suite in $(PYTEST_PATHS); do echo "=== pytest $$suite"; pytest -q $$suite || exit 1; done
 
 molecule: setup standin-archive

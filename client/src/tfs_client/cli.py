@@ -302,7 +302,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", action="store_true", help="print JSON")
     _connection_options(bench)
+    _fleet_status_parser(sub)
     return parser
+
+
+def _fleet_status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fleet = sub.add_parser(
+        "fleet-status",
+        help="per node: image, model versions and states, request rate and failures",
+        description="Every node Prometheus scrapes as a TF Serving node (job tfserving): its "
+        "image, each model's versions and states (GetModelStatus on the node), and requests "
+        "per second and failed requests over the last minutes (from Prometheus). Exit code 0 "
+        "when every node is scraped and every model has a version AVAILABLE, else 1.",
+    )
+    fleet.add_argument(
+        "--prometheus", required=True, metavar="URL", help="Prometheus, e.g. http://mon:9090"
+    )
+    fleet.add_argument(
+        "--minutes", type=_positive_int, default=5, metavar="M", help="window (default 5)"
+    )
+    fleet.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="deadline of each query and call (default 10)",
+    )
+    fleet.add_argument("--json", action="store_true", help="print JSON")
+    tls = fleet.add_argument_group("TLS to the nodes' gRPC ports")
+    tls.add_argument("--tls", action="store_true", help="use TLS with the system CA certificates")
+    tls.add_argument("--ca-file", type=Path, metavar="FILE", help="PEM CA (implies TLS)")
+    tls.add_argument("--cert-file", type=Path, metavar="FILE", help="PEM client certificate")
+    tls.add_argument("--key-file", type=Path, metavar="FILE", help="PEM client private key")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

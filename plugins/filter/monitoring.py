@@ -1,0 +1,57 @@
+"""Scrape targets of a TF Serving node, from that node's variables.
+
+{{ groups['tfserving_nodes'] | map('extract', hostvars)
+   | map('tfserving.fleet.tfserving_monitoring_target') | list }}
+-> [{'node': 'node-1', 'address': '10.0.0.5', 'rest_port': 8501, 'grpc_port': 8500,
+     'metrics_path': '/monitoring/prometheus/metrics', 'models': ['digits'],
+     'container': 'tfserving'}, ...]
+
+Where the node's variables do not set a value, the tfserving role's default applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "tfserving_rest_port": 8501,
+    "tfserving_grpc_port": 8500,
+    "tfserving_monitoring_path": "/monitoring/prometheus/metrics",
+    "tfserving_container_name": "tfserving",
+}
+
+
+def _get(variables: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    try:
+        value = variables[name]
+    except KeyError:
+        return default
+    return default if value is None else value
+
+
+def tfserving_monitoring_target(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """What the monitoring host needs to know about one node."""
+    node = str(_get(variables, "inventory_hostname"))
+    address = _get(variables, "tfserving_monitoring_address") or _get(
+        variables, "ansible_host", node
+    )
+    models = _get(variables, "tfserving_models", [])
+    return {
+        "node": node,
+        "address": str(address),
+        "rest_port": int(_get(variables, "tfserving_rest_port", DEFAULTS["tfserving_rest_port"])),
+        "grpc_port": int(_get(variables, "tfserving_grpc_port", DEFAULTS["tfserving_grpc_port"])),
+        "metrics_path": str(
+            _get(variables, "tfserving_monitoring_path", DEFAULTS["tfserving_monitoring_path"])
+        ),
+        "models": [str(model["name"]) for model in models],
+        "container": str(
+            _get(variables, "tfserving_container_name", DEFAULTS["tfserving_container_name"])
+        ),
+    }
+
+
+class FilterModule:
+    def filters(self) -> dict[str, object]:
+        return {"tfserving_monitoring_target": tfserving_monitoring_target}

@@ -1,0 +1,179 @@
+"""GPU serving without a GPU: the container the roles specify for a GPU host and a CPU host,
+the checks molecule/gpu runs on a real GPU host, and that scenario's syntax."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from role_tasks import evaluate, load_yaml, module_args, role_variables, task_file
+
+ROOT = Path(__file__).resolve().parents[1]
+INVENTORY = ROOT / "inventory" / "gpu"
+SCENARIO = ROOT / "molecule" / "gpu"
+ALL_GPUS = [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
+FRACTION_FLAG = "--per_process_gpu_memory_fraction"
+
+sys.path.insert(0, str(ROOT / "plugins" / "filter"))
+import gpu_serving  # noqa: E402
+
+
+def _inventory_vars() -> dict[str, Any]:
+    """What every node of inventory/gpu gets from its group_vars."""
+    variables: dict[str, Any] = {}
+    for group in ("all", "tfserving_nodes"):
+        variables.update(load_yaml(INVENTORY / "group_vars" / f"{group}.yml"))
+    return variables
+
+
+def _host(gpu: bool, **overrides: Any) -> dict[str, Any]:
+    """Variables of a node after the nvidia_container_toolkit role ran: defaults, then the
+    inventory, then the roles' vars and the detection facts (Ansible's precedence)."""
+    defaults = {**role_variables("tfserving_image"), **role_variables("tfserving")}
+    facts = {
+        "inventory_hostname": "gpu-node-01" if gpu else "cpu-node-01",
+        "ansible_host": "10.0.10.11" if gpu else "10.0.10.21",
+        "inventory_dir": str(INVENTORY),
+        "ansible_playbook_python": sys.executable,
+        "nvidia_container_toolkit_gpu_enabled": gpu,
+    }
+    return {**defaults, **_inventory_vars(), **overrides, **facts}
+
+
+def _image_ref(host: dict[str, Any]) -> str:
+    """The image tfserving_image gives the host with the pull source: its variant choice,
+    the pulled reference of that variant, and the reference it sets for the host."""
+    choose = task_file("tfserving_image", "variant.yml", "Choose the image variant of the host")
+    variant = evaluate(module_args(choose)[1]["tfserving_image_host_variant"], host).strip()
+    pull = task_file(
+        "tfserving_image", "pull.yml", "Pull each variant the play needs (pinned tag or digest)"
+    )
+    pulled = evaluate(module_args(pull)[1]["name"], {**host, **pull["vars"], "item": variant})
+    record = task_file("tfserving_image", "distribute.yml", "Set the image this host runs")
+    produced = {variant: {"ref": pulled.strip(), "id": "sha256:" + "0" * 64}}
+    return evaluate(
+        module_args(record)[1]["tfserving_image_ref"],
+        {**host, "tfserving_image_host_variant": variant, "tfserving_image_produced": produced},
+    )
+
+
+def container_spec(gpu: bool, **overrides: Any) -> dict[str, Any]:
+    """The arguments of the tfserving role's serving container for such a host."""
+    host = _host(gpu, tfserving_image_source="pull", **overrides)
+    host["tfserving_image_ref"] = _image_ref(host)
+    module, args = module_args(task_file("tfserving", "container.yml", "Run the serving container"))
+    assert module == "community.docker.docker_container"
+    return evaluate(args, host)
+
+
+def test_gpu_host_gets_the_gpu_image_all_gpus_and_the_memory_fraction() -> None:
+    spec = container_spec(gpu=True)
+    assert spec["image"] == "tensorflow/serving:2.19.1-gpu"
+    assert spec["device_requests"] == ALL_GPUS
+    # GPUs come from the device request; the runtime stays docker's default (runc).
+    assert "runtime" not in spec
+    assert f"{FRACTION_FLAG}=0.9" in spec["command"]
+    assert any(arg.startswith("--model_config_file=") for arg in spec["command"])
+
+
+def test_cpu_host_of_the_same_inventory_gets_none_of_it() -> None:
+    spec = container_spec(gpu=False)
+    assert spec["image"] == "tensorflow/serving:2.19.1"
+    assert not spec["device_requests"]
+    assert "runtime" not in spec
+    # inventory/gpu sets the fraction for every node; only GPU hosts pass it on.
+    assert not [arg for arg in spec["command"] if arg.startswith(FRACTION_FLAG)]
+    assert any(arg.startswith("--model_config_file=") for arg in spec["command"])
+
+
+def test_fraction_zero_leaves_the_servers_default_and_variant_can_be_forced() -> None:
+    spec = container_spec(gpu=True, tfserving_gpu_memory_fraction=0.0)
+    assert not [arg for arg in spec["command"] if arg.startswith(FRACTION_FLAG)]
+    assert spec["device_requests"] == ALL_GPUS
+    forced = container_spec(
+        gpu=False, tfserving_image_variant="gpu", tfserving_image_pull_tag="2.20.0"
+    )
+    assert forced["image"] == "tensorflow/serving:2.20.0-gpu"
+    assert not forced["device_requests"]
+
+
+def test_pinned_digest_is_pulled_by_digest() -> None:
+    digest = "sha256:" + "ab" * 32
+    spec = container_spec(
+        gpu=True,
+        tfserving_image_pull_name="registry.example:5000/tensorflow/serving",
+        tfserving_image_pull_digests={"gpu": digest},
+    )
+    assert spec["image"] == f"registry.example:5000/tensorflow/serving@{digest}"
+
+
+# nvidia-smi --query-compute-apps=pid,process_name,gpu_uuid,used_memory
+#            --format=csv,noheader,nounits
+APPS = """\
+31337, /usr/bin/tensorflow_model_server, GPU-6f3c1a2e-0b1d-4c55-9d1e-1a2b3c4d5e6f, 6190
+31337, /usr/bin/tensorflow_model_server, GPU-9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d, 6188
+4100, /opt/other, app, GPU-9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d, [N/A]
+"""
+# nvidia-smi --query-gpu=uuid,memory.total,memory.used --format=csv,noheader,nounits
+GPUS = """\
+GPU-6f3c1a2e-0b1d-4c55-9d1e-1a2b3c4d5e6f, 15360, 6301
+GPU-9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d, 15360, 6420
+"""
+
+
+def test_compute_apps_and_gpu_memory_are_parsed() -> None:
+    apps = gpu_serving.nvidia_smi_compute_apps(APPS)
+    assert [app["pid"] for app in apps] == [31337, 31337, 4100]
+    # A comma in a process name does not shift the fields after it.
+    assert apps[2]["gpu_uuid"] == "GPU-9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+    assert apps[2]["used_memory_mib"] is None
+    assert gpu_serving.nvidia_smi_compute_apps("No running processes found\n") == []
+    gpus = gpu_serving.nvidia_smi_gpu_memory(GPUS)
+    assert [gpu["total_mib"] for gpu in gpus] == [15360, 15360]
+    assert gpus[1]["used_memory_mib"] == 6420
+    with pytest.raises(ValueError, match=r"memory\.total"):
+        gpu_serving.nvidia_smi_gpu_memory("GPU-1, [N/A], 3\n")
+
+
+def test_memory_within_the_fraction_passes_and_above_fails() -> None:
+    gpus = gpu_serving.nvidia_smi_gpu_memory(GPUS)
+    server = gpu_serving.nvidia_smi_compute_apps(APPS)[:2]
+    # 0.4 x 15360 + 256 = 6400 MiB: both entries (6190, 6188) are within.
+    assert gpu_serving.gpu_memory_over_fraction(server, gpus, 0.4, 256) == []
+    # 0.3 x 15360 + 256 = 4864 MiB: both are over.
+    assert len(gpu_serving.gpu_memory_over_fraction(server, gpus, 0.3, 256)) == 2
+    # Unknown memory cannot be shown to be within the limit.
+    unknown = gpu_serving.nvidia_smi_compute_apps(APPS)[2:]
+    assert gpu_serving.gpu_memory_over_fraction(unknown, gpus, 0.9, 1024) == unknown
+    # The whole GPU's use stands in when nvidia-smi shows no process: 6420 > 6400.
+    assert gpu_serving.gpu_memory_over_fraction(gpus, gpus, 0.4, 256) == [gpus[1]]
+
+
+def test_a_limit_at_the_gpus_memory_is_refused_as_meaningless() -> None:
+    gpus = gpu_serving.nvidia_smi_gpu_memory(GPUS)
+    assert gpu_serving.gpu_memory_limit_not_below_total(gpus, 0.4, 1024) == []
+    assert gpu_serving.gpu_memory_limit_not_below_total(gpus, 0.95, 1024) == gpus
+
+
+@pytest.mark.parametrize("playbook", ["converge.yml", "verify.yml"])
+def test_gpu_scenario_passes_syntax_check(playbook: str) -> None:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NO_COLOR": "1"}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "--syntax-check",
+            "-i",
+            str(SCENARIO / "inventory/example.yml"),
+            str(SCENARIO / playbook),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
