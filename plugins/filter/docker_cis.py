@@ -1,0 +1,364 @@
+"""CIS Docker Benchmark checks on what `docker info`, `docker inspect` and daemon.json show.
+
+The items are those the project applies (daemon section 2, container runtime section 5,
+and 4.1 for the container user); numbers as in the CIS Docker Benchmark.
+
+{{ host_info | docker_cis_audit(daemon_json, containers, bridge, service_address) }}
+    -> {'rows': [{'item': '2.15', 'title': ..., 'status': 'PASS', 'found': ...}, ...],
+        'exceptions': [{'item': '5.15', 'reason': ..., 'applied': True}, ...],
+        'failed': ['5.32', ...]}
+{{ report | docker_cis_table }}  -> the table as a list of text lines
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PASS = "PASS"
+WARN = "WARN"
+FAIL = "FAIL"
+_ORDER = {PASS: 0, WARN: 1, FAIL: 2}
+
+# The project's own containers carry this label; they must meet every item the project
+# applies (FAIL), other containers on the host are reported (WARN) unless an item is a
+# hard one (privileged, Docker socket, port on every interface).
+PROJECT_LABEL = "org.tfserving-fleet.role"
+
+DEFAULT_EXCEPTIONS: dict[str, str] = {
+    "2.9": (
+        "user namespace remapping stays off: it breaks the NVIDIA container runtime and moves"
+        " Docker's storage root, so every image would be pulled again"
+    ),
+    "5.15": (
+        "the serving container restarts unless-stopped: a crash is always restarted, and the"
+        " readiness gate, not a retry count, detects a crash loop and stops the container"
+    ),
+    "5.18": "GPU containers are given the host's GPUs (device_requests, driver nvidia)",
+}
+
+DANGEROUS_CAPS = frozenset(
+    {"ALL", "SYS_ADMIN", "NET_ADMIN", "SYS_MODULE", "SYS_PTRACE", "SYS_RAWIO", "DAC_READ_SEARCH"}
+)
+REMOTE_LOG_DRIVERS = frozenset(
+    {"syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "gcplogs", "etwlogs"}
+)
+DOCKER_SOCKETS = frozenset({"/var/run/docker.sock", "/run/docker.sock"})
+EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::"})
+
+Container = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: str
+    found: str
+
+
+def _worst(findings: list[Finding]) -> str:
+    return max((f.status for f in findings), key=_ORDER.__getitem__, default=PASS)
+
+
+def _name(container: Container) -> str:
+    return str(container.get("Name", "?")).lstrip("/")
+
+
+def _host(container: Container) -> Mapping[str, Any]:
+    return container.get("HostConfig") or {}
+
+
+def _is_project(container: Container) -> bool:
+    labels = (container.get("Config") or {}).get("Labels") or {}
+    return PROJECT_LABEL in labels
+
+
+def _miss(container: Container) -> str:
+    """Status of a missing setting: the project's containers FAIL, others WARN."""
+    return FAIL if _is_project(container) else WARN
+
+
+# Daemon (section 2) ---------------------------------------------------------------------
+
+
+def check_icc(info: Mapping[str, Any], daemon: Mapping[str, Any], bridge: Any) -> Finding:
+    options = (bridge or {}).get("Options") or {}
+    value = options.get("com.docker.network.bridge.enable_icc")
+    if value is None:
+        value = str(daemon.get("icc", True)).lower()
+    if value == "false":
+        return Finding(PASS, "icc off on the default bridge")
+    return Finding(FAIL, "icc on: containers on the default bridge reach each other")
+
+
+def check_userns(info: Mapping[str, Any], daemon: Mapping[str, Any], bridge: Any) -> Finding:
+    if any("name=userns" in str(o) for o in info.get("SecurityOptions") or []):
+        return Finding(PASS, "userns remapping on")
+    return Finding(WARN, "userns remapping off")
+
+
+def check_daemon_logs(info: Mapping[str, Any], daemon: Mapping[str, Any], bridge: Any) -> Finding:
+    driver = str(info.get("LoggingDriver") or daemon.get("log-driver") or "json-file")
+    return _log_finding(driver, daemon.get("log-opts") or {}, "daemon")
+
+
+def _log_finding(driver: str, opts: Mapping[str, Any], who: str) -> Finding:
+    if driver == "local" or driver in REMOTE_LOG_DRIVERS:
+        return Finding(PASS, f"{who}: {driver}")
+    if driver == "json-file" and opts.get("max-size"):
+        return Finding(
+            PASS, f"{who}: json-file max-size {opts['max-size']} max-file {opts.get('max-file', 1)}"
+        )
+    if driver == "json-file":
+        return Finding(FAIL, f"{who}: json-file without max-size (unbounded)")
+    return Finding(FAIL, f"{who}: log driver {driver}")
+
+
+def check_no_new_privileges(
+    info: Mapping[str, Any], daemon: Mapping[str, Any], bridge: Any
+) -> Finding:
+    if daemon.get("no-new-privileges") is True:
+        return Finding(PASS, "daemon.json no-new-privileges: true")
+    return Finding(FAIL, f"daemon.json no-new-privileges: {daemon.get('no-new-privileges')}")
+
+
+def check_live_restore(info: Mapping[str, Any], daemon: Mapping[str, Any], bridge: Any) -> Finding:
+    if info.get("LiveRestoreEnabled") is True:
+        return Finding(PASS, "live-restore on")
+    return Finding(FAIL, "live-restore off: containers stop when dockerd restarts")
+
+
+def check_userland_proxy(
+    info: Mapping[str, Any], daemon: Mapping[str, Any], bridge: Any
+) -> Finding:
+    if daemon.get("userland-proxy") is False:
+        return Finding(PASS, "userland-proxy off")
+    return Finding(FAIL, "userland-proxy on (docker-proxy per published port)")
+
+
+DaemonCheck = Callable[[Mapping[str, Any], Mapping[str, Any], Any], Finding]
+DAEMON_CHECKS: list[tuple[str, str, DaemonCheck]] = [
+    ("2.2", "Traffic between containers on the default bridge is restricted", check_icc),
+    ("2.9", "User namespace support is enabled", check_userns),
+    ("2.13", "Container logs are bounded or shipped", check_daemon_logs),
+    ("2.14", "Containers cannot acquire new privileges (daemon)", check_no_new_privileges),
+    ("2.15", "Live restore is enabled", check_live_restore),
+    ("2.16", "Userland proxy is disabled", check_userland_proxy),
+]
+
+# Containers (sections 4 and 5) ----------------------------------------------------------
+
+
+def check_user(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    user = str((c.get("Config") or {}).get("User") or "")
+    if user and user.split(":")[0] not in ("0", "root"):
+        return Finding(PASS, f"user {user}")
+    return Finding(_miss(c), "runs as root")
+
+
+def check_caps(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    added = {str(x).upper().removeprefix("CAP_") for x in _host(c).get("CapAdd") or []}
+    dropped = {str(x).upper().removeprefix("CAP_") for x in _host(c).get("CapDrop") or []}
+    risky = sorted(added & DANGEROUS_CAPS)
+    if risky:
+        return Finding(FAIL, f"adds {','.join(risky)}")
+    if "ALL" in dropped:
+        extra = f" (adds {','.join(sorted(added))})" if added else ""
+        return Finding(PASS, f"drops ALL{extra}")
+    return Finding(_miss(c), "Docker's default capabilities")
+
+
+def check_privileged(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    if _host(c).get("Privileged"):
+        return Finding(FAIL, "privileged")
+    return Finding(PASS, "not privileged")
+
+
+def check_memory(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    memory = int(_host(c).get("Memory") or 0)
+    if memory > 0:
+        return Finding(PASS, f"memory {memory // (1024 * 1024)}MiB")
+    return Finding(WARN, "no memory limit")
+
+
+def check_cpu(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    host = _host(c)
+    if int(host.get("NanoCpus") or 0) > 0:
+        return Finding(PASS, f"cpus {int(host['NanoCpus']) / 1e9:g}")
+    if int(host.get("CpuQuota") or 0) > 0:
+        return Finding(PASS, f"cpu quota {host['CpuQuota']}")
+    if int(host.get("CpuShares") or 0) not in (0, 1024):
+        return Finding(PASS, f"cpu shares {host['CpuShares']}")
+    return Finding(WARN, "no CPU limit")
+
+
+def check_read_only(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    if _host(c).get("ReadonlyRootfs"):
+        return Finding(PASS, "read-only root")
+    return Finding(_miss(c), "writable root filesystem")
+
+
+def check_bind(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    named = str(ctx.get("service_address") or "")
+    wide: list[str] = []
+    bound: list[str] = []
+    for port, bindings in sorted(((c.get("NetworkSettings") or {}).get("Ports") or {}).items()):
+        for binding in bindings or []:
+            address = str(binding.get("HostIp") or "")
+            text = f"{address or '0.0.0.0'}:{binding.get('HostPort')}->{port}"
+            (wide if address in EVERY_INTERFACE else bound).append(text)
+    if wide:
+        status = FAIL if named and named not in EVERY_INTERFACE else WARN
+        return Finding(status, "every interface " + ", ".join(sorted(set(wide))))
+    return Finding(PASS, ", ".join(bound) if bound else "no published ports")
+
+
+def check_restart(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    policy = _host(c).get("RestartPolicy") or {}
+    name = str(policy.get("Name") or "no")
+    retries = int(policy.get("MaximumRetryCount") or 0)
+    if name == "no" or (name == "on-failure" and 0 < retries <= 5):
+        return Finding(PASS, f"{name}" + (f":{retries}" if name == "on-failure" else ""))
+    return Finding(WARN, f"{name}" + (f":{retries}" if name == "on-failure" else ""))
+
+
+def check_devices(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    host = _host(c)
+    devices = [str(d.get("PathOnHost")) for d in host.get("Devices") or []]
+    gpus = [
+        r
+        for r in host.get("DeviceRequests") or []
+        if r.get("Driver") == "nvidia" or "gpu" in str(r.get("Capabilities"))
+    ]
+    if devices:
+        return Finding(WARN, "host devices " + ", ".join(devices))
+    if gpus:
+        return Finding(WARN, "GPUs (device_requests)")
+    return Finding(PASS, "no host devices")
+
+
+def check_container_no_new_privileges(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    opts = {str(o).replace("=", ":") for o in _host(c).get("SecurityOpt") or []}
+    if opts & {"no-new-privileges", "no-new-privileges:true"}:
+        return Finding(PASS, "no-new-privileges")
+    if ctx.get("daemon_no_new_privileges"):
+        return Finding(PASS, "no-new-privileges (daemon default)")
+    return Finding(_miss(c), "may gain privileges")
+
+
+def check_pids(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    limit = int(_host(c).get("PidsLimit") or 0)
+    if limit > 0:
+        return Finding(PASS, f"pids {limit}")
+    return Finding(_miss(c), "no pids limit")
+
+
+def check_socket(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    mounted = sorted(
+        {
+            str(m.get("Source"))
+            for m in c.get("Mounts") or []
+            if str(m.get("Source")) in DOCKER_SOCKETS
+            or str(m.get("Source")).endswith("/docker.sock")
+        }
+    )
+    if mounted:
+        return Finding(FAIL, "mounts " + ", ".join(mounted))
+    return Finding(PASS, "no Docker socket")
+
+
+ContainerCheck = Callable[[Container, Mapping[str, Any]], Finding]
+CONTAINER_CHECKS: list[tuple[str, str, ContainerCheck]] = [
+    ("4.1", "Containers run as a non-root user", check_user),
+    ("5.4", "Linux capabilities are restricted", check_caps),
+    ("5.5", "No privileged containers", check_privileged),
+    ("5.11", "Memory usage is limited", check_memory),
+    ("5.12", "CPU usage is limited", check_cpu),
+    ("5.13", "Root filesystem is read-only", check_read_only),
+    ("5.14", "Ports bind to a named host address", check_bind),
+    ("5.15", "Restart policy is on-failure with at most 5 retries", check_restart),
+    ("5.18", "Host devices are not exposed", check_devices),
+    ("5.26", "Containers cannot acquire new privileges", check_container_no_new_privileges),
+    ("5.29", "PIDs are limited", check_pids),
+    ("5.32", "The Docker socket is not mounted", check_socket),
+]
+
+
+def _container_row(check: ContainerCheck, containers: list[Container], ctx: Mapping[str, Any]):
+    if not containers:
+        return Finding(PASS, "no running containers")
+    results = [(_name(c), check(c, ctx)) for c in containers]
+    status = _worst([f for _, f in results])
+    shown = [(n, f) for n, f in results if f.status == status]
+    return Finding(status, "; ".join(f"{n}: {f.found}" for n, f in shown))
+
+
+def docker_cis_audit(
+    info: Mapping[str, Any],
+    daemon: Mapping[str, Any] | None,
+    containers: list[Container],
+    bridge: Mapping[str, Any] | None = None,
+    service_address: str = "",
+    exceptions: Mapping[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """Every item's row, the exceptions (and whether they applied), the items that FAIL.
+
+    ``exceptions`` is merged over DEFAULT_EXCEPTIONS (a null or empty reason drops one).
+    An item on the list that does not pass is reported WARN with the reason, never FAIL.
+    """
+    daemon = daemon or {}
+    merged = {**DEFAULT_EXCEPTIONS, **(exceptions or {})}
+    merged = {k: str(v) for k, v in merged.items() if v}
+    ctx = {
+        "service_address": service_address,
+        "daemon_no_new_privileges": daemon.get("no-new-privileges") is True,
+    }
+    running = [c for c in containers if (c.get("State") or {}).get("Running")]
+    rows: list[dict[str, str]] = []
+    findings: list[tuple[str, str, Finding]] = [
+        (item, title, check(info, daemon, bridge)) for item, title, check in DAEMON_CHECKS
+    ]
+    findings += [
+        (item, title, _container_row(check, running, ctx))
+        for item, title, check in CONTAINER_CHECKS
+    ]
+    applied: set[str] = set()
+    for item, title, finding in findings:
+        status, found = finding.status, finding.found
+        if status != PASS and item in merged:
+            status, found = WARN, f"{found} (documented exception)"
+            applied.add(item)
+        rows.append({"item": item, "title": title, "status": status, "found": found})
+    return {
+        "rows": rows,
+        "exceptions": [
+            {"item": k, "reason": v, "applied": k in applied}
+            for k, v in sorted(merged.items(), key=lambda kv: _item_key(kv[0]))
+        ],
+        "failed": [r["item"] for r in rows if r["status"] == FAIL],
+    }
+
+
+def _item_key(item: str) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else 0 for p in item.split("."))
+
+
+def docker_cis_table(report: Mapping[str, Any]) -> list[str]:
+    """The report as text lines: item, status, title, what was found; then the exceptions."""
+    rows = report["rows"]
+    width = max((len(r["title"]) for r in rows), default=10)
+    lines = [f"{'item':<5} {'status':<6} {'check':<{width}}  found"]
+    lines += [f"{r['item']:<5} {r['status']:<6} {r['title']:<{width}}  {r['found']}" for r in rows]
+    lines.append("documented exceptions:")
+    lines += [
+        f"  {e['item']:<5} {'(applies here) ' if e['applied'] else ''}{e['reason']}"
+        for e in report["exceptions"]
+    ]
+    failed = report["failed"]
+    lines.append(f"FAIL: {', '.join(failed)}" if failed else "no FAIL")
+    return lines
+
+
+class FilterModule:
+    def filters(self) -> dict[str, object]:
+        return {"docker_cis_audit": docker_cis_audit, "docker_cis_table": docker_cis_table}
