@@ -8,29 +8,18 @@ and `docker inspect` of a container started with the Docker socket and a port on
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from plugin_files import load_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "docker_cis"
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-cis = _load("docker_cis", ROOT / "plugins" / "filter" / "docker_cis.py")
+cis = load_plugin("filter", "docker_cis")
 
 
 def fixture(name: str) -> Any:

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from plugin_files import load_plugin
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "haproxy_server", ROOT / "plugins" / "modules" / "haproxy_server.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["haproxy_server"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_plugin("modules", "haproxy_server")
 
 
 mod = _load()

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
+from plugin_files import load_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles" / "nvidia_container_toolkit"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvidia"
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-facts = _load("nvidia_gpu_info", ROOT / "plugins" / "modules" / "nvidia_gpu_info.py")
-smi_filters = _load("nvidia_smi_filters", ROOT / "plugins" / "filter" / "nvidia_smi.py")
+facts = load_plugin("modules", "nvidia_gpu_info")
+smi_filters = load_plugin("filter", "nvidia_smi", "nvidia_smi_filters")
 
 
 def fixture(name: str) -> str:

@@ -3,24 +3,17 @@ key, and a refused key leaves the installed keyring byte-identical. Real gpg, re
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from ansible_run import ROOT, run_playbook
+from ansible_run import run_playbook
+from plugin_files import load_plugin
 
-spec = importlib.util.spec_from_file_location(
-    "signing_key", ROOT / "plugins/modules/signing_key.py"
-)
-assert spec is not None and spec.loader is not None
-signing_key = importlib.util.module_from_spec(spec)
-sys.modules["signing_key"] = signing_key
-spec.loader.exec_module(signing_key)
+signing_key = load_plugin("modules", "signing_key")
 
 
 def _gpg(home: Path, *args: str) -> str:

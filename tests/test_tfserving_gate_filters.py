@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+from plugin_files import load_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_plugin(path.parent.name, path.stem)
 
 
 gate = load(ROOT / "plugins" / "filter" / "tfserving_gate.py")

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import role_templates
-
-ROOT = Path(__file__).resolve().parents[1]
-LIBRARY = ROOT / "plugins" / "modules"
+from plugin_files import load_plugin
 
 
 def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, LIBRARY / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_plugin("modules", name)
 
 
 scan_mod = load("tfserving_model_scan")

@@ -8,21 +8,16 @@ Windows of an interrupted run, in the order of a run (sync.yml, gate.yml, prune.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import stat
 import time
 from pathlib import Path
 
 import pytest
-from tfserving_role_site import ROOT, Site
+from plugin_files import load_plugin
+from tfserving_role_site import Site
 
-spec = importlib.util.spec_from_file_location(
-    "tfserving_model_scan", ROOT / "plugins" / "modules" / "tfserving_model_scan.py"
-)
-assert spec and spec.loader
-scan_mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(scan_mod)
+scan_mod = load_plugin("modules", "tfserving_model_scan")
 
 
 def deployed(

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from ansible_run import ROOT, run_playbook
+from ansible_run import run_playbook
+from plugin_files import load_plugin
 
-spec = importlib.util.spec_from_file_location("wait_job", ROOT / "plugins/action/wait_job.py")
-assert spec is not None and spec.loader is not None
-wait_job = importlib.util.module_from_spec(spec)
-sys.modules["wait_job"] = wait_job
-spec.loader.exec_module(wait_job)
+wait_job = load_plugin("action", "wait_job")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,23 @@
+"""Load the collection's plugin files (plugins/KIND/NAME.py) as plain modules for tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_plugin(kind: str, name: str, module_name: str | None = None) -> ModuleType:
+    """plugins/KIND/NAME.py, registered in sys.modules (dataclasses look modules up there)."""
+    module_name = module_name or name
+    spec = importlib.util.spec_from_file_location(
+        module_name, ROOT / "plugins" / kind / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
