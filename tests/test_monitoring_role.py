@@ -97,8 +97,10 @@ def test_scrape_targets_come_from_the_inventory() -> None:
     ]
     assert probes["params"] == {"module": ["tfserving_model_available"]}
     assert probes["relabel_configs"][-1]["replacement"] == "127.0.0.1:9115"
+    # An inventory that sets no port scrapes the exporter where the load balancer role puts it.
+    lb_port = role_variables("tfserving_lb")["tfserving_lb_stats_port"]
     assert jobs["haproxy"]["static_configs"] == [
-        {"targets": ["10.0.0.2:8404"], "labels": {"node": "lb-1"}}
+        {"targets": [f"10.0.0.2:{lb_port}"], "labels": {"node": "lb-1"}}
     ]
 
 
