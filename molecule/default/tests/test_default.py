@@ -21,6 +21,9 @@ import requests
 from converge_again import PROJECT_DIR, converge
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
+# Tests that change models or server settings run the serving play, as a user does once
+# site.yml has set the host up (the engine and image plays would change nothing).
+SERVE = "../../playbooks/serve.yml"
 SAMPLES = PROJECT_DIR / "files" / "samples"
 TFS_CLIENT = str(Path(sys.executable).parent / "tfs-client")
 MODELS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "models"
@@ -190,7 +193,7 @@ def test_version_that_answers_wrong_is_rolled_back_and_the_previous_answers(
     shutil.copytree(
         testdata / "saved_model_half_plus_three" / "00000123", MODELS / "half_plus_two" / "124"
     )
-    result = converge(SCENARIO_DIR)
+    result = converge(SCENARIO_DIR, playbook=SERVE)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "did not pass the readiness gate (failed)" in output, output[-4000:]
@@ -206,7 +209,7 @@ def test_new_version_rolls_in_without_a_failed_request(host, address: str) -> No
     # The same 124 again, now that its answers are the expected ones.
     traffic = Traffic(address)
     traffic.start()
-    result = converge(SCENARIO_DIR, half_plus_two_copy(HALF_PLUS_THREE))
+    result = converge(SCENARIO_DIR, half_plus_two_copy(HALF_PLUS_THREE), playbook=SERVE)
     time.sleep(1)
     traffic.stop.set()
     traffic.join(timeout=30)
@@ -230,7 +233,7 @@ def test_corrupt_version_fails_the_play_and_the_old_one_answers(
     corrupt = MODELS / "half_plus_two" / "125"
     shutil.copytree(testdata / "saved_model_half_plus_three" / "00000123", corrupt)
     (corrupt / "saved_model.pb").write_bytes(b"this is not a SavedModel")
-    result = converge(SCENARIO_DIR, half_plus_two_copy(HALF_PLUS_THREE))
+    result = converge(SCENARIO_DIR, half_plus_two_copy(HALF_PLUS_THREE), playbook=SERVE)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "did not pass the readiness gate (failed)" in output, output[-4000:]
@@ -253,7 +256,7 @@ def test_stuck_version_fails_the_play_within_the_gate_timeout(host, address: str
     )
     timeout = 20
     extra = {**half_plus_two_copy(HALF_PLUS_THREE), "tfserving_gate_timeout": timeout}
-    result = converge(SCENARIO_DIR, extra)
+    result = converge(SCENARIO_DIR, extra, playbook=SERVE)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "did not pass the readiness gate (failed)" in output, output[-4000:]
@@ -281,7 +284,7 @@ def test_crash_loop_at_start_is_stopped_with_the_server_reason(host, testdata: P
         "tfserving_gate_timeout": 240,
     }
     start = time.monotonic()
-    result = converge(SCENARIO_DIR, extra)
+    result = converge(SCENARIO_DIR, extra, playbook=SERVE)
     elapsed = time.monotonic() - start
     output = result.stdout + result.stderr
     assert result.returncode != 0
@@ -317,7 +320,7 @@ def test_grpc_mutual_tls_end_to_end(host, address: str, tmp_path: Path) -> None:
         "tfserving_gate_key_file": str(pki.client_key),
         "tfserving_gate_server_name": "tfserving.test",
     }
-    result = converge(SCENARIO_DIR, extra)
+    result = converge(SCENARIO_DIR, extra, playbook=SERVE)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "PRIVATE KEY" not in output

@@ -30,6 +30,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
 # Only the engine's play: the fault tests change daemon.json settings on a host that serves.
 DOCKER_PLAY = "../../playbooks/docker.yml"
+# The serving play restores what drifted and deploys new versions (site.yml set the host up).
+SERVE = "../../playbooks/serve.yml"
 HOST = "tfserving-debian12"
 MODELS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "models"
 X = [[1.0], [2.0], [5.0]]
@@ -223,7 +225,7 @@ def start_traffic(expect: list[list[float]] = SERVED) -> Traffic:
 # ----- the faults ------------------------------------------------------------------------------
 def test_served_before_any_fault(host) -> None:
     # Plaintext gRPC again (test_default.py ends with mutual TLS).
-    result = converge(SCENARIO_DIR, settings())
+    result = converge(SCENARIO_DIR, settings(), playbook=SERVE)
     assert result.returncode == 0, result.stdout[-3000:]
     spec = serving_container(host)
     assert spec["State"]["Running"] is True
@@ -295,7 +297,7 @@ def test_fault5_drift_is_restored_and_reported(host) -> None:
     host.run_expect([0], "rm -rf /srv/tfserving/models/half_plus_two/124")
     host.run_expect([0], f"sed -i 's/num_versions: 1/num_versions: 3/' {config}")
     host.run_expect([0], "docker rm -f tfserving")
-    result = converge(SCENARIO_DIR, settings())
+    result = converge(SCENARIO_DIR, settings(), playbook=SERVE)
     assert result.returncode == 0, result.stdout[-3000:]
     changed = changed_tasks(result.stdout)
     assert {"Copy the version aside", "Write the config files", "Run the serving container"} <= (
@@ -303,7 +305,7 @@ def test_fault5_drift_is_restored_and_reported(host) -> None:
     ), sorted(changed)
     assert host.file("/srv/tfserving/models/half_plus_two/124/saved_model.pb").exists
     assert host.file(config).content_string == rendered
-    again = converge(SCENARIO_DIR, settings())
+    again = converge(SCENARIO_DIR, settings(), playbook=SERVE)
     assert again.returncode == 0, again.stdout[-3000:]
     assert recap_changed(again.stdout) == 0, sorted(changed_tasks(again.stdout))
     traffic = start_traffic()
@@ -329,7 +331,7 @@ def test_fault6_full_disk_during_a_copy(host, testdata: Path) -> None:
     (big / "assets" / "padding.bin").write_bytes(os.urandom(3 * 1024 * 1024))
     traffic = start_traffic()
     full = time.monotonic()
-    result = converge(SCENARIO_DIR, settings(HALF_PLUS_TWO))
+    result = converge(SCENARIO_DIR, settings(HALF_PLUS_TWO), playbook=SERVE)
     report = traffic.finish("6 disk full during the copy of a new version", full)
     output = result.stdout + result.stderr
     assert result.returncode != 0
@@ -341,7 +343,7 @@ def test_fault6_full_disk_during_a_copy(host, testdata: Path) -> None:
     assert not host.file(f"{root}/half_plus_two/130").exists
 
     host.run_expect([0], f"mount -o remount,size=64m {root}")
-    result = converge(SCENARIO_DIR, settings(HALF_PLUS_TWO))
+    result = converge(SCENARIO_DIR, settings(HALF_PLUS_TWO), playbook=SERVE)
     assert result.returncode == 0, result.stdout[-4000:]
     traffic = start_traffic(expect=HALF_PLUS_TWO)
     traffic.finish("6 after space is back (new version serving)", time.monotonic())
