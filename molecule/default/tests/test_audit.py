@@ -24,7 +24,7 @@ def audit(*options: str) -> tuple[int, str]:
 
 def table(output: str) -> dict[str, tuple[str, str]]:
     """{item: (status, found)} from the table the play prints (a list of text lines)."""
-    rows = re.findall(r'"(\d+\.\d+) +(PASS|WARN|FAIL) +.*?  (.*?)",?\n', output)
+    rows = re.findall(r'"(\d+\.\d+) +(PASS|WARN|FAIL) +.*?  +(\S.*?)",?\n', output)
     return {item: (status, found) for item, status, found in rows}
 
 
