@@ -1,5 +1,6 @@
-"""GPU serving without a GPU: the container the roles specify for a GPU host and a CPU host,
-the checks molecule/gpu runs on a real GPU host, and that scenario's syntax."""
+"""GPU serving without a GPU: the container the roles specify for a GPU host and a CPU host
+(image, GPUs, hardening, published addresses), the checks molecule/gpu runs on a real GPU
+host, and that scenario's syntax."""
 
 from __future__ import annotations
 
