@@ -1,5 +1,6 @@
-"""GPU serving without a GPU: the container the roles specify for a GPU host and a CPU host,
-the checks molecule/gpu runs on a real GPU host, and that scenario's syntax."""
+"""GPU serving without a GPU: the container the roles specify for a GPU host and a CPU host
+(image, GPUs, hardening, published addresses), the checks molecule/gpu runs on a real GPU
+host, and that scenario's syntax."""
 
 from __future__ import annotations
 
@@ -30,13 +31,22 @@ def _inventory_vars() -> dict[str, Any]:
     return variables
 
 
-def _host(gpu: bool, **overrides: Any) -> dict[str, Any]:
+def _groups() -> dict[str, list[str]]:
+    """The groups of inventory/gpu/hosts.yml (one level of children, as it has)."""
+    children = load_yaml(INVENTORY / "hosts.yml")["all"]["children"]
+    return {name: list((group or {}).get("hosts") or {}) for name, group in children.items()}
+
+
+def _host(gpu: bool, groups: dict[str, list[str]] | None = None, **overrides: Any) -> dict:
     """Variables of a node after the nvidia_container_toolkit role ran: defaults, then the
     inventory, then the roles' vars and the detection facts (Ansible's precedence)."""
     defaults = {**role_variables("tfserving_image"), **role_variables("tfserving")}
+    address = "10.0.10.11" if gpu else "10.0.10.21"
     facts = {
         "inventory_hostname": "gpu-node-01" if gpu else "cpu-node-01",
-        "ansible_host": "10.0.10.11" if gpu else "10.0.10.21",
+        "ansible_host": address,
+        "ansible_facts": {"default_ipv4": {"address": address}, "processor_vcpus": 32},
+        "groups": _groups() if groups is None else groups,
         "inventory_dir": str(INVENTORY),
         "ansible_playbook_python": sys.executable,
         "nvidia_container_toolkit_gpu_enabled": gpu,
@@ -61,9 +71,11 @@ def _image_ref(host: dict[str, Any]) -> str:
     )
 
 
-def container_spec(gpu: bool, **overrides: Any) -> dict[str, Any]:
+def container_spec(
+    gpu: bool, groups: dict[str, list[str]] | None = None, **overrides: Any
+) -> dict[str, Any]:
     """The arguments of the tfserving role's serving container for such a host."""
-    host = _host(gpu, tfserving_image_source="pull", **overrides)
+    host = _host(gpu, groups, tfserving_image_source="pull", **overrides)
     host["tfserving_image_ref"] = _image_ref(host)
     module, args = module_args(task_file("tfserving", "container.yml", "Run the serving container"))
     assert module == "community.docker.docker_container"
@@ -109,6 +121,54 @@ def test_pinned_digest_is_pulled_by_digest() -> None:
         tfserving_image_pull_digests={"gpu": digest},
     )
     assert spec["image"] == f"registry.example:5000/tensorflow/serving@{digest}"
+
+
+def test_container_is_hardened_on_gpu_and_cpu_hosts() -> None:
+    for gpu in (True, False):
+        spec = container_spec(gpu=gpu)
+        assert spec["read_only"] is True
+        assert spec["cap_drop"] == ["ALL"]
+        assert spec["security_opts"] == ["no-new-privileges"]
+        assert spec["user"] == "8500:8500"
+        # 32 CPUs: 64 per CPU.
+        assert int(spec["pids_limit"]) == 2048
+        assert spec["tmpfs"][0] == "/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
+        # No memory or CPU limit unless asked for (0: none, so removing one takes effect).
+        assert (spec["memory"], float(spec["cpus"])) == ("0", 0.0)
+    gpu = container_spec(gpu=True)
+    assert gpu["env"] == {"CUDA_CACHE_PATH": "/var/cache/cuda"}
+    assert gpu["tmpfs"][1] == "/var/cache/cuda:rw,nosuid,nodev,size=1g,uid=8500,gid=8500,mode=0700"
+    cpu = container_spec(gpu=False)
+    assert "env" not in cpu and len(cpu["tmpfs"]) == 1
+
+
+def test_small_host_gets_the_minimum_pids_limit_and_limits_are_passed_on() -> None:
+    host_facts = {"default_ipv4": {"address": "10.0.10.21"}, "processor_vcpus": 2}
+    host = _host(False, tfserving_memory_limit="8g", tfserving_cpus=1.5)
+    spec = evaluate(
+        module_args(task_file("tfserving", "container.yml", "Run the serving container"))[1],
+        {**host, "ansible_facts": host_facts, "tfserving_image": "img"},
+    )
+    assert int(spec["pids_limit"]) == 1024
+    assert (spec["memory"], float(spec["cpus"])) == ("8g", 1.5)
+
+
+def test_rest_is_on_the_service_address_only_for_a_load_balancer_or_monitoring() -> None:
+    # inventory/gpu has both: gRPC and REST on the node's default address.
+    assert container_spec(gpu=False)["published_ports"] == [
+        "10.0.10.21:8500:8500",
+        "10.0.10.21:8501:8501",
+    ]
+    nodes = {"tfserving_nodes": ["cpu-node-01"]}
+    for extra in ({}, {"tfserving_lb": ["lb-01"]}, {"tfserving_monitoring": ["mon-01"]}):
+        ports = container_spec(gpu=False, groups={**nodes, **extra})["published_ports"]
+        rest = "10.0.10.21:8501:8501" if extra else "127.0.0.1:8501:8501"
+        assert ports == ["10.0.10.21:8500:8500", rest], extra
+    chosen = container_spec(
+        gpu=False, groups=nodes, tfserving_bind_address="192.0.2.7", tfserving_rest_port=0
+    )
+    assert chosen["published_ports"] == ["192.0.2.7:8500:8500"]
+    assert "--rest_api_port=0" in chosen["command"]
 
 
 # nvidia-smi --query-compute-apps=pid,process_name,gpu_uuid,used_memory

@@ -85,6 +85,26 @@ def test_loopback_bind_address_is_refused_before_host_changes(site: Site) -> Non
     assert not site.host.exists()
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"tfserving_bind_address": ""}, "tfserving_bind_address on localhost: empty"),
+        ({"tfserving_memory_limit": "lots"}, "tfserving_memory_limit on localhost: 'lots' is"),
+        ({"tfserving_cpus": 4096}, "tfserving_cpus on localhost: 4096 is not between 0"),
+        ({"tfserving_pids_limit": 10}, "tfserving_pids_limit on localhost: 10 is below 64"),
+    ],
+)
+def test_bad_container_settings_are_refused_naming_the_variable(
+    site: Site, extra: dict, message: str
+) -> None:
+    site.export("m", 1)
+    result = site.run([site.model("m")], extra=extra)
+    assert result.returncode != 0
+    assert message in output(result), output(result)[-3000:]
+    assert "Nothing on the host has changed" in output(result)
+    assert not site.host.exists()
+
+
 # Findings 4 and 5: answers are checked for every served version and label; a version that
 # answers wrong is rolled back and the previous one is shown to answer again.
 def test_every_served_version_and_label_is_checked(site: Site) -> None:

@@ -15,10 +15,13 @@ def converge(
     extra_vars: dict[str, object] | None = None,
     limit: str | None = None,
     playbook: str = "converge.yml",
+    options: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """ansible-playbook SCENARIO/PLAYBOOK against molecule's inventory; never raises."""
+    """ansible-playbook SCENARIO/PLAYBOOK against molecule's inventory; never raises.
+    ``options`` go to ansible-playbook as given (e.g. ``["--check"]``, ``["-vvv"]``)."""
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
     argv = ["ansible-playbook", "-i", str(inventory), str(scenario_dir / playbook)]
+    argv += options or []
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     if limit:

@@ -42,6 +42,38 @@ def test_container_runs_inside_the_host(host) -> None:
     assert out.strip() == "hello-from-inner-container"
 
 
+def test_cis_daemon_defaults_are_in_effect(host) -> None:
+    """The role's defaults (CIS Docker Benchmark 2.2, 2.14, 2.16), seen by a container."""
+    content = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert (content["icc"], content["no-new-privileges"], content["userland-proxy"]) == (
+        False,
+        True,
+        False,
+    )
+    bridge = json.loads(host.check_output("docker network inspect bridge"))[0]
+    assert bridge["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+    image = busybox_image(host, "tiny-busybox:local")
+    status = host.check_output(f"docker run --rm {image} /bin/busybox cat /proc/self/status")
+    assert "NoNewPrivs:\t1" in status
+    # A published port works without docker-proxy (iptables only), also on loopback.
+    name = "cis-port-probe"
+    host.run(f"docker rm -f {name}")
+    try:
+        host.run_expect(
+            [0],
+            f"docker run -d --name {name} -p 127.0.0.1:18081:80 {image} /bin/busybox sh -c"
+            " 'mkdir /w && echo cis-ok > /w/index.html && exec /bin/busybox httpd -f -p 80 -h /w'",
+        )
+        answer = host.run(
+            "for i in 1 2 3 4 5; do busybox wget -q -O- http://127.0.0.1:18081/ && exit 0;"
+            " sleep 1; done; exit 1"
+        )
+        assert answer.rc == 0 and answer.stdout.strip() == "cis-ok", answer.stderr
+        assert "docker-proxy" not in host.check_output("cat /proc/[0-9]*/comm")
+    finally:
+        host.run(f"docker rm -f {name}")
+
+
 def test_docker_user_runs_docker_in_a_fresh_login(host) -> None:
     assert "docker" in host.user("alice").groups
     result = host.run("su - alice -c 'docker ps --format {{.ID}}'")
