@@ -39,6 +39,24 @@ OLD = [2.5, 3.0, 4.5]  # half_plus_two of [1, 2, 5]
 NEW = [3.5, 4.0, 5.5]  # half_plus_three: the version the rollout brings
 # Variables the later phases keep (an image change stays in place for what follows).
 FLEET_VARS: dict[str, object] = {}
+BUILDER = "fleet-node1"
+IMAGE_NAME = "tfserving-fleet/tensorflow-serving"
+LABEL = "org.tfserving-fleet"
+IMAGE_FACT = "/etc/ansible/facts.d/tfserving_image.fact"
+GPU_FACT = "/etc/ansible/facts.d/nvidia_container_toolkit.fact"
+# The image change: a build from the TF Serving repository fixture (prepare.yml).
+FIXTURE_URL = "file:///srv/fixtures/tfserving-repo"
+BUILT_VERSION = "slow"
+BUILT_REF = f"{IMAGE_NAME}:{BUILT_VERSION}"
+BUILD_VARS: dict[str, object] = {
+    "tfserving_image_source": "build",
+    "tfserving_image_repo_url": FIXTURE_URL,
+    "tfserving_image_repo_version": BUILT_VERSION,
+    "tfserving_image_build_pull": False,
+    "tfserving_image_build_ram_mb": 2048,
+    "tfserving_image_build_poll_interval": 2,
+    "tfserving_image_build_timeout": 600,
+}
 
 
 def addresses() -> dict[str, str]:
@@ -91,7 +109,8 @@ class Traffic(threading.Thread):
         self.target = f"{addresses()[LB]}:8500"
         self.allowed = [np.array(a, np.float32) for a in allowed]
         self.workers = workers
-        self.deadline = time.monotonic() + max_seconds
+        self.started = time.monotonic()
+        self.deadline = self.started + max_seconds
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.latencies: list[float] = []
@@ -141,6 +160,7 @@ class Traffic(threading.Thread):
             "failed": len(self.failures),
             "p50_ms": round(statistics.median(ordered) * 1000, 1) if ordered else None,
             "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1) if ordered else None,
+            "seconds": round(time.monotonic() - self.started),
         }
         print("FLEET PHASE", json.dumps(report))
         if os.environ.get("FLEET_PHASES_REPORT"):
@@ -242,36 +262,68 @@ def test_phase_c_a_server_killed_mid_traffic_costs_no_request() -> None:
 
 
 def test_phase_b_image_change_recreates_every_container_node_by_node() -> None:
-    # A rebuilt image with a new tag, on the builder; the rollout pushes and pulls it.
-    on(
-        "fleet-node1",
-        "sh",
-        "-c",
-        "printf 'FROM tfserving-standin:local\\nLABEL org.tfserving-fleet.test=rebuilt\\n'"
-        " | docker build -q -t tfserving-standin:rebuilt -",
-    )
-    new_id = on(
-        "fleet-node1", "docker", "image", "inspect", "-f", "{{.Id}}", "tfserving-standin:rebuilt"
-    )
-    FLEET_VARS.update(
-        tfserving_image_source="pull",
-        tfserving_image_pull_name="tfserving-standin",
-        tfserving_image_pull_tag="rebuilt",
-    )
+    # A rebuilt image with a new tag: the builder builds it from the TF Serving repository
+    # fixture (clone, devel build, runtime build; the `slow` tag's devel build prints a line
+    # a second), pushes it, and the rollout pulls it by digest node by node.
+    FLEET_VARS.update(BUILD_VARS)
     containers = {node: container_id(node) for node in NODES}
     traffic = Traffic([NEW])
     traffic.start()
     result = run(SITE)
     report = traffic.finish("b: image change")
-    assert result.returncode == 0, result.stdout[-4000:]
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
     assert report["failed"] == 0, traffic.failures[:5]
+    new_id = on(BUILDER, "docker", "image", "inspect", "-f", "{{.Id}}", BUILT_REF)
     for node in NODES:
         assert container_id(node) != containers[node], node
         assert on(node, "docker", "inspect", "-f", "{{.Image}}", "tfserving") == new_id
     # One node at a time: each recreation happened in its own batch.
-    batches = [line for line in result.stdout.splitlines() if "PLAY [Deploy the models" in line]
+    batches = [line for line in output.splitlines() if "PLAY [Deploy the models" in line]
     assert len(batches) == 3, batches
+    # A build reports progress lines with the build log's latest line, never FAILED.
+    assert "FAILED" not in output
+    devel = f"{BUILDER}: waiting for the cpu devel image build"
+    progress = [line for line in output.splitlines() if line.startswith(devel)]
+    assert any("elapsed; latest: fixture build step" in line for line in progress), progress
     wait_all_up()
+
+
+def _fixture_commit(version: str = BUILT_VERSION) -> str:
+    return on(
+        BUILDER, "git", "-C", "/srv/fixtures/tfserving-repo", "rev-parse", f"{version}^{{commit}}"
+    )
+
+
+def test_the_built_image_is_labelled_with_its_source_and_build_arguments() -> None:
+    labels = json.loads(
+        on(BUILDER, "docker", "image", "inspect", "-f", "{{json .Config.Labels}}", BUILT_REF)
+    )
+    commit = _fixture_commit()
+    assert labels[f"{LABEL}.source-commit"] == commit
+    assert labels[f"{LABEL}.source-version"] == BUILT_VERSION
+    assert labels[f"{LABEL}.source-repo"] == FIXTURE_URL
+    assert labels[f"{LABEL}.variant"] == "cpu"
+    # The fixture's Dockerfiles record the build arguments they received as labels.
+    assert labels[f"{LABEL}.fixture.git-commit"] == commit
+    assert labels[f"{LABEL}.fixture.build-options"] == "--config=release --local_ram_resources=2048"
+    assert labels[f"{LABEL}.fixture.build-image"] == f"{IMAGE_NAME}-devel:{BUILT_VERSION}"
+
+
+def test_the_builder_keeps_the_devel_image_and_no_leftovers() -> None:
+    tags = on(BUILDER, "docker", "images", "--format", "{{.Repository}}:{{.Tag}}").split()
+    assert f"{IMAGE_NAME}-devel:{BUILT_VERSION}" in tags
+    assert not [t for t in tags if t.endswith("-candidate")], tags
+    assert on(BUILDER, "sh", "-c", "ls -d /var/cache/tfserving-image/export || true") == ""
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_each_node_records_the_image_it_runs(node: str) -> None:
+    record = json.loads(on(node, "cat", IMAGE_FACT))
+    ref = on(node, "docker", "inspect", "-f", "{{.Config.Image}}", "tfserving")
+    image_id = on(node, "docker", "inspect", "-f", "{{.Image}}", "tfserving")
+    assert record == {"ref": ref, "id": image_id, "variant": "cpu"}
+    assert ref.startswith(f"{addresses()[LB]}:5000/{IMAGE_NAME}@sha256:"), ref
 
 
 def test_phase_e_daemon_json_change_rolls_across_the_fleet() -> None:
@@ -314,6 +366,115 @@ def test_phase_d_corrupt_version_stops_the_rollout_after_the_first_batch() -> No
         assert on(node, "sh", "-c", "ls /srv/tfserving/models/half_plus_two") == "124"
     assert on("fleet-node1", "sh", "-c", "ls /srv/tfserving/models/half_plus_two") == "124"
     shutil.rmtree(corrupt)
+
+
+def _tagged_images(host: str) -> list[str]:
+    out = on(
+        host,
+        "docker",
+        "images",
+        "--no-trunc",
+        "--filter",
+        "dangling=false",
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.ID}}",
+    )
+    return sorted(out.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        pytest.param(
+            {"tfserving_image_source": "nightly"},
+            "value of tfserving_image_source must be one of: build, pull, archive, got: nightly",
+            id="unknown-source",
+        ),
+        pytest.param(
+            {
+                "tfserving_image_repo_url": "file:///srv/fixtures/no-dockerfiles",
+                "tfserving_image_repo_version": "2.19.1",
+            },
+            "tfserving_image_repo_url=file:///srv/fixtures/no-dockerfiles"
+            " at tfserving_image_repo_version=2.19.1",
+            id="repository-without-dockerfiles",
+        ),
+        pytest.param(
+            {"tfserving_image_repo_version": "broken"},
+            f"Building the cpu image from tfserving_image_repo_url={FIXTURE_URL}"
+            " at tfserving_image_repo_version=broken",
+            id="failing-build",
+        ),
+        pytest.param(
+            {
+                "tfserving_image_source": "archive",
+                "tfserving_image_archives": {"cpu": {"src": "TMP_ARCHIVE", "sha256": "0" * 64}},
+            },
+            "tfserving_image_archives.cpu.sha256 is " + "0" * 64 + " but",
+            id="archive-checksum-mismatch",
+        ),
+        pytest.param(
+            {
+                "tfserving_image_source": "archive",
+                "tfserving_image_archives": {"gpu": {"src": "x", "sha256": "0"}},
+            },
+            "tfserving_image_archives has no entry for cpu",
+            id="archive-missing-variant",
+        ),
+    ],
+)
+def test_bad_image_input_fails_and_leaves_the_hosts_unchanged(
+    tmp_path: Path, extra_vars: dict[str, object], message: str
+) -> None:
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(b"not the expected image")
+    extra_vars = json.loads(json.dumps(extra_vars).replace("TMP_ARCHIVE", str(archive)))
+    hosts = (BUILDER, "fleet-node2")
+    before = {host: _tagged_images(host) for host in hosts}
+    result = converge(
+        SCENARIO_DIR, {**BUILD_VARS, **extra_vars}, playbook="image-role.yml", limit=",".join(hosts)
+    )
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert message in output, output[-3000:]
+    assert {host: _tagged_images(host) for host in hosts} == before
+    assert on("fleet-node2", "sh", "-c", "ls /var/cache/tfserving-image/archives || true") == ""
+
+
+def test_serving_alone_uses_the_recorded_image() -> None:
+    result = converge(SCENARIO_DIR, {"tfserving_gpu": False}, playbook="serve-image.yml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for node in NODES:
+        ref = json.loads(on(node, "cat", IMAGE_FACT))["ref"]
+        assert f"{node} serves with {ref} (CPU)" in output
+
+
+def test_serving_alone_without_a_gpu_mode_says_to_run_the_gpu_play() -> None:
+    on("fleet-node3", "mv", GPU_FACT, GPU_FACT + ".aside")
+    try:
+        result = converge(SCENARIO_DIR, playbook="serve-image.yml", limit="fleet-node3")
+    finally:
+        on("fleet-node3", "mv", GPU_FACT + ".aside", GPU_FACT)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "No GPU mode for fleet-node3" in output, output[-3000:]
+    assert "Run the GPU play first (playbooks/gpu.yml, or site.yml)" in output
+
+
+def test_serving_alone_without_a_recorded_image_says_to_run_the_image_play() -> None:
+    on("fleet-node3", "mv", IMAGE_FACT, IMAGE_FACT + ".aside")
+    try:
+        result = converge(
+            SCENARIO_DIR, {"tfserving_gpu": False}, playbook="serve-image.yml", limit="fleet-node3"
+        )
+    finally:
+        on("fleet-node3", "mv", IMAGE_FACT + ".aside", IMAGE_FACT)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "No serving image for fleet-node3" in output, output[-3000:]
+    assert "Run the image play first (playbooks/image.yml, or site.yml)" in output
+    assert "tensorflow/serving" not in output
 
 
 def test_no_run_printed_the_registry_password() -> None:
