@@ -9,6 +9,7 @@ and appended to $FLEET_PHASES_REPORT when that is set.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -485,6 +486,46 @@ def test_no_run_printed_the_registry_password() -> None:
     assert password not in result.stdout + result.stderr
     changed = re.findall(r"changed=(\d+)", result.stdout.split("PLAY RECAP")[-1])
     assert changed and set(changed) == {"0"}, result.stdout[-2000:]
+
+
+def test_without_a_registry_a_build_goes_through_the_controller_cache(tmp_path: Path) -> None:
+    # The path of a fleet without a registry host: the builder exports the image, the
+    # controller keeps one tarball per image ID with its sha256, and a node that lacks the
+    # image gets it copied and loaded. The fixture's `tiny` build keeps the tarball small.
+    # Last but one: the run records the tiny image on both hosts, so the records are put back.
+    hosts = (BUILDER, "fleet-node3")
+    records = {host: on(host, "cat", IMAGE_FACT) for host in hosts}
+    cache = tmp_path / "images"
+    tiny = f"{IMAGE_NAME}:tiny"
+    try:
+        result = converge(
+            SCENARIO_DIR,
+            {
+                **BUILD_VARS,
+                "tfserving_image_repo_version": "tiny",
+                "tfserving_image_controller_cache_dir": str(cache),
+            },
+            playbook="image-role.yml",
+            limit=",".join(hosts),
+        )
+    finally:
+        for host, record in records.items():
+            subprocess.run(
+                ["docker", "exec", "-i", host, "sh", "-c", f"cat > {IMAGE_FACT}"],
+                input=record + "\n",
+                text=True,
+                check=True,
+                timeout=60,
+            )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    image_id = on(BUILDER, "docker", "image", "inspect", "-f", "{{.Id}}", tiny)
+    tarballs = sorted(cache.glob("*.tar"))
+    assert [t.name for t in tarballs] == [image_id.removeprefix("sha256:") + ".tar"]
+    digest = hashlib.sha256(tarballs[0].read_bytes()).hexdigest()
+    assert (cache / (tarballs[0].name + ".sha256")).read_text().split()[0] == digest
+    assert on("fleet-node3", "docker", "image", "inspect", "-f", "{{.Id}}", tiny) == image_id
+    assert on("fleet-node3", "sh", "-c", "ls /var/cache/tfserving-image/archives") == ""
+    assert on(BUILDER, "sh", "-c", "ls /var/cache/tfserving-image/export 2>/dev/null || true") == ""
 
 
 def test_project_root_is_unchanged_by_the_tests() -> None:
