@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import threading
@@ -382,6 +383,41 @@ def test_phase_d_corrupt_version_stops_the_rollout_after_the_first_batch() -> No
         assert on(node, "sh", "-c", "ls /srv/tfserving/models/half_plus_two") == "124"
     assert on("fleet-node1", "sh", "-c", "ls /srv/tfserving/models/half_plus_two") == "124"
     shutil.rmtree(corrupt)
+
+
+def _connect(source: str, address: str, port: int) -> str:
+    """From a test host: open, refused, or the error of a TCP connection."""
+    probe = (
+        "import socket, sys\n"
+        "try:\n"
+        "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()\n"
+        "    print('open')\n"
+        "except ConnectionRefusedError:\n"
+        "    print('refused')\n"
+        "except OSError as error:\n"
+        "    print(type(error).__name__)\n"
+    )
+    return on(source, "python3", "-c", probe, address, str(port))
+
+
+def test_only_the_load_balancer_and_the_controller_reach_a_node() -> None:
+    node1 = addresses()["fleet-node1"]
+    for port in (8500, 8501):
+        assert _connect("fleet-node2", node1, port) == "refused", port
+        assert _connect(LB, node1, port) == "open", port
+    socket.create_connection((node1, 8500), timeout=5).close()  # the controller
+
+
+def test_the_firewall_comes_back_with_the_engine() -> None:
+    # At boot the unit runs before docker.service; it also runs again with every engine
+    # (re)start. Rules lost by hand come back with a restart of the engine.
+    node3 = addresses()["fleet-node3"]
+    assert on("fleet-node3", "systemctl", "is-enabled", "tfserving-firewall") == "enabled"
+    on("fleet-node3", "iptables", "-w", "-F", "TFSERVING-FW")
+    assert _connect("fleet-node2", node3, 8500) == "open"
+    on("fleet-node3", "systemctl", "restart", "docker")
+    assert _connect("fleet-node2", node3, 8500) == "refused"
+    wait_all_up()
 
 
 def test_no_run_printed_the_registry_password() -> None:
