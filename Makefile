@@ -12,9 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Scenarios run by `make test` (molecule/gpu needs a real GPU host: see README.md).
-SCENARIOS ?= docker nvidia image default
-# molecule/fleet and molecule/monitoring join this list once they have passed end to end
-# (make molecule SCENARIOS=fleet, and so on).
+SCENARIOS ?= docker nvidia default fleet
 PYTEST_PATHS := tests client/tests standin/tests
 
 .PHONY: help setup venv promtool engine base-images standin-image standin-archive lint unit molecule test demo demo-clean bench lock clean

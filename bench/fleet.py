@@ -180,7 +180,8 @@ def bench_rollout(eph: Path) -> None:
     models = eph / "models" / "half_plus_two"
     version = str(max(int(p.name) for p in models.iterdir() if p.name.isdigit()) + 1)
     shutil.copytree(TESTDATA / "saved_model_half_plus_three" / "00000123", models / version)
-    elapsed, out = playbook(eph, "../../playbooks/serve.yml")
+    # One node at a time, whatever the scenario's batches: the figure is per node.
+    elapsed, out = playbook(eph, "../../playbooks/serve.yml", {"tfserving_rollout_batch": 1})
     emit(
         figure="rollout",
         change="model version",
@@ -197,6 +198,7 @@ def bench_rollout(eph: Path) -> None:
         "tfserving_image_source": "pull",
         "tfserving_image_pull_name": "tfserving-standin",
         "tfserving_image_pull_tag": tag,
+        "tfserving_rollout_batch": 1,
     }
     elapsed, out = playbook(eph, "../../playbooks/image.yml", extra)
     emit(figure="rollout", change="image push+pull", seconds=round(elapsed, 1))

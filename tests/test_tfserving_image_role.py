@@ -12,7 +12,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles" / "tfserving_image"
 FIXTURE_DOCKER_DIR = (
-    ROOT / "molecule" / "image" / "fixtures" / "tfserving-repo" / "tensorflow_serving/tools/docker"
+    ROOT / "molecule" / "fleet" / "fixtures" / "tfserving-repo" / "tensorflow_serving/tools/docker"
 )
 
 

@@ -9,10 +9,12 @@ and appended to $FLEET_PHASES_REPORT when that is set.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import threading
@@ -33,12 +35,30 @@ EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
 MODELS = EPHEMERAL / "models"
 LB = "fleet-lb"
 NODES = ("fleet-node1", "fleet-node2", "fleet-node3")
-SITE = "../../site.yml"
 PLAYBOOKS = "../../playbooks"
 OLD = [2.5, 3.0, 4.5]  # half_plus_two of [1, 2, 5]
 NEW = [3.5, 4.0, 5.5]  # half_plus_three: the version the rollout brings
 # Variables the later phases keep (an image change stays in place for what follows).
-FLEET_VARS: dict[str, object] = {}
+# Rolling changes go one node first, then half of the rest at a time.
+FLEET_VARS: dict[str, object] = {"tfserving_rollout_batch": [1, "50%"]}
+BUILDER = "fleet-node1"
+IMAGE_NAME = "tfserving-fleet/tensorflow-serving"
+LABEL = "org.tfserving-fleet"
+IMAGE_FACT = "/etc/ansible/facts.d/tfserving_image.fact"
+GPU_FACT = "/etc/ansible/facts.d/nvidia_container_toolkit.fact"
+# The image change: a build from the TF Serving repository fixture (prepare.yml).
+FIXTURE_URL = "file:///srv/fixtures/tfserving-repo"
+BUILT_VERSION = "slow"
+BUILT_REF = f"{IMAGE_NAME}:{BUILT_VERSION}"
+BUILD_VARS: dict[str, object] = {
+    "tfserving_image_source": "build",
+    "tfserving_image_repo_url": FIXTURE_URL,
+    "tfserving_image_repo_version": BUILT_VERSION,
+    "tfserving_image_build_pull": False,
+    "tfserving_image_build_ram_mb": 2048,
+    "tfserving_image_build_poll_interval": 2,
+    "tfserving_image_build_timeout": 600,
+}
 
 
 def addresses() -> dict[str, str]:
@@ -84,14 +104,27 @@ def run(playbook: str, extra: dict[str, object] | None = None) -> subprocess.Com
 
 
 class Traffic(threading.Thread):
-    """Predict calls through the load balancer until stopped (bounded in count and time)."""
+    """Predict calls through the load balancer until stopped (bounded in count and time).
 
-    def __init__(self, allowed: list[list[float]], workers: int = 3, max_seconds: float = 900):
+    Each worker pauses `pause` seconds between calls (about 40 calls a second in all): the
+    test hosts, the load balancer and this client share two cores, and a flat-out client
+    slows the very rollouts it watches.
+    """
+
+    def __init__(
+        self,
+        allowed: list[list[float]],
+        workers: int = 2,
+        max_seconds: float = 900,
+        pause: float = 0.04,
+    ):
         super().__init__(daemon=True)
         self.target = f"{addresses()[LB]}:8500"
         self.allowed = [np.array(a, np.float32) for a in allowed]
         self.workers = workers
-        self.deadline = time.monotonic() + max_seconds
+        self.pause = pause
+        self.started = time.monotonic()
+        self.deadline = self.started + max_seconds
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.latencies: list[float] = []
@@ -119,7 +152,7 @@ class Traffic(threading.Thread):
                         self.failures.append(error)
                     else:
                         self.answers.append(tuple(round(float(v), 3) for v in y))
-                time.sleep(0.01)
+                time.sleep(self.pause)
         finally:
             client.close()
 
@@ -141,6 +174,7 @@ class Traffic(threading.Thread):
             "failed": len(self.failures),
             "p50_ms": round(statistics.median(ordered) * 1000, 1) if ordered else None,
             "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1) if ordered else None,
+            "seconds": round(time.monotonic() - self.started),
         }
         print("FLEET PHASE", json.dumps(report))
         if os.environ.get("FLEET_PHASES_REPORT"):
@@ -242,36 +276,71 @@ def test_phase_c_a_server_killed_mid_traffic_costs_no_request() -> None:
 
 
 def test_phase_b_image_change_recreates_every_container_node_by_node() -> None:
-    # A rebuilt image with a new tag, on the builder; the rollout pushes and pulls it.
-    on(
-        "fleet-node1",
-        "sh",
-        "-c",
-        "printf 'FROM tfserving-standin:local\\nLABEL org.tfserving-fleet.test=rebuilt\\n'"
-        " | docker build -q -t tfserving-standin:rebuilt -",
-    )
-    new_id = on(
-        "fleet-node1", "docker", "image", "inspect", "-f", "{{.Id}}", "tfserving-standin:rebuilt"
-    )
-    FLEET_VARS.update(
-        tfserving_image_source="pull",
-        tfserving_image_pull_name="tfserving-standin",
-        tfserving_image_pull_tag="rebuilt",
-    )
+    # A rebuilt image with a new tag: the builder builds it from the TF Serving repository
+    # fixture (clone, devel build, runtime build; the `slow` tag's devel build prints a line
+    # a second), pushes it, and the rollout pulls it by digest node by node.
+    FLEET_VARS.update(BUILD_VARS)
     containers = {node: container_id(node) for node in NODES}
     traffic = Traffic([NEW])
     traffic.start()
-    result = run(SITE)
+    # The image play builds, pushes and pulls (running containers are left alone); the
+    # serve play recreates the containers, one drained node at a time.
+    pulled = run(f"{PLAYBOOKS}/image.yml")
+    result = run(f"{PLAYBOOKS}/serve.yml") if pulled.returncode == 0 else pulled
     report = traffic.finish("b: image change")
-    assert result.returncode == 0, result.stdout[-4000:]
+    output = pulled.stdout + pulled.stderr + result.stdout + result.stderr
+    assert pulled.returncode == 0 and result.returncode == 0, output[-4000:]
     assert report["failed"] == 0, traffic.failures[:5]
+    new_id = on(BUILDER, "docker", "image", "inspect", "-f", "{{.Id}}", BUILT_REF)
     for node in NODES:
         assert container_id(node) != containers[node], node
         assert on(node, "docker", "inspect", "-f", "{{.Image}}", "tfserving") == new_id
     # One node at a time: each recreation happened in its own batch.
-    batches = [line for line in result.stdout.splitlines() if "PLAY [Deploy the models" in line]
+    batches = [line for line in output.splitlines() if "PLAY [Deploy the models" in line]
     assert len(batches) == 3, batches
+    # The build reports progress lines with the build log's latest line, never FAILED.
+    assert "FAILED" not in pulled.stdout + pulled.stderr
+    devel = f"{BUILDER}: waiting for the cpu devel image build"
+    progress = [line for line in output.splitlines() if line.startswith(devel)]
+    assert any("elapsed; latest: fixture build step" in line for line in progress), progress
     wait_all_up()
+
+
+def _fixture_commit(version: str = BUILT_VERSION) -> str:
+    return on(
+        BUILDER, "git", "-C", "/srv/fixtures/tfserving-repo", "rev-parse", f"{version}^{{commit}}"
+    )
+
+
+def test_the_built_image_is_labelled_with_its_source_and_build_arguments() -> None:
+    labels = json.loads(
+        on(BUILDER, "docker", "image", "inspect", "-f", "{{json .Config.Labels}}", BUILT_REF)
+    )
+    commit = _fixture_commit()
+    assert labels[f"{LABEL}.source-commit"] == commit
+    assert labels[f"{LABEL}.source-version"] == BUILT_VERSION
+    assert labels[f"{LABEL}.source-repo"] == FIXTURE_URL
+    assert labels[f"{LABEL}.variant"] == "cpu"
+    # The fixture's Dockerfiles record the build arguments they received as labels.
+    assert labels[f"{LABEL}.fixture.git-commit"] == commit
+    assert labels[f"{LABEL}.fixture.build-options"] == "--config=release --local_ram_resources=2048"
+    assert labels[f"{LABEL}.fixture.build-image"] == f"{IMAGE_NAME}-devel:{BUILT_VERSION}"
+
+
+def test_the_builder_keeps_the_devel_image_and_no_leftovers() -> None:
+    tags = on(BUILDER, "docker", "images", "--format", "{{.Repository}}:{{.Tag}}").split()
+    assert f"{IMAGE_NAME}-devel:{BUILT_VERSION}" in tags
+    assert not [t for t in tags if t.endswith("-candidate")], tags
+    assert on(BUILDER, "sh", "-c", "ls -d /var/cache/tfserving-image/export || true") == ""
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_each_node_records_the_image_it_runs(node: str) -> None:
+    record = json.loads(on(node, "cat", IMAGE_FACT))
+    ref = on(node, "docker", "inspect", "-f", "{{.Config.Image}}", "tfserving")
+    image_id = on(node, "docker", "inspect", "-f", "{{.Image}}", "tfserving")
+    assert record == {"ref": ref, "id": image_id, "variant": "cpu"}
+    assert ref.startswith(f"{addresses()[LB]}:5000/{IMAGE_NAME}@sha256:"), ref
 
 
 def test_phase_e_daemon_json_change_rolls_across_the_fleet() -> None:
@@ -316,7 +385,47 @@ def test_phase_d_corrupt_version_stops_the_rollout_after_the_first_batch() -> No
     shutil.rmtree(corrupt)
 
 
+def _connect(source: str, address: str, port: int) -> str:
+    """From a test host: open, refused, or the error of a TCP connection."""
+    probe = (
+        "import socket, sys\n"
+        "try:\n"
+        "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()\n"
+        "    print('open')\n"
+        "except ConnectionRefusedError:\n"
+        "    print('refused')\n"
+        "except OSError as error:\n"
+        "    print(type(error).__name__)\n"
+    )
+    return on(source, "python3", "-c", probe, address, str(port))
+
+
+def test_only_the_load_balancer_and_the_controller_reach_a_node() -> None:
+    node1 = addresses()["fleet-node1"]
+    for port in (8500, 8501):
+        assert _connect("fleet-node2", node1, port) == "refused", port
+        assert _connect(LB, node1, port) == "open", port
+    socket.create_connection((node1, 8500), timeout=5).close()  # the controller
+
+
+def test_the_firewall_comes_back_with_the_engine() -> None:
+    # At boot the unit runs before docker.service; it also runs again with every engine
+    # (re)start. Rules lost by hand come back with a restart of the engine.
+    node3 = addresses()["fleet-node3"]
+    assert on("fleet-node3", "systemctl", "is-enabled", "tfserving-firewall") == "enabled"
+    on("fleet-node3", "iptables", "-w", "-F", "TFSERVING-FW")
+    assert _connect("fleet-node2", node3, 8500) == "open"
+    on("fleet-node3", "systemctl", "restart", "docker")
+    assert _connect("fleet-node2", node3, 8500) == "refused"
+    # node1 may be drained here (phase d leaves it out); node3 must be back in service.
+    deadline = time.monotonic() + 120
+    while lb_servers()["fleet-node3"]["status"] != "UP" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert lb_servers()["fleet-node3"]["status"] == "UP"
+
+
 def test_no_run_printed_the_registry_password() -> None:
+    # Before the bad-input runs below, which move the builder's checkout to other versions.
     password = (EPHEMERAL / "inventory" / ".tfserving-registry" / "password").read_text().split()[0]
     assert len(password) == 32
     result = run(f"{PLAYBOOKS}/image.yml")
@@ -324,6 +433,155 @@ def test_no_run_printed_the_registry_password() -> None:
     assert password not in result.stdout + result.stderr
     changed = re.findall(r"changed=(\d+)", result.stdout.split("PLAY RECAP")[-1])
     assert changed and set(changed) == {"0"}, result.stdout[-2000:]
+
+
+def _tagged_images(host: str) -> list[str]:
+    out = on(
+        host,
+        "docker",
+        "images",
+        "--no-trunc",
+        "--filter",
+        "dangling=false",
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.ID}}",
+    )
+    return sorted(out.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        pytest.param(
+            {"tfserving_image_source": "nightly"},
+            "value of tfserving_image_source must be one of: build, pull, archive, got: nightly",
+            id="unknown-source",
+        ),
+        pytest.param(
+            {
+                "tfserving_image_repo_url": "file:///srv/fixtures/no-dockerfiles",
+                "tfserving_image_repo_version": "2.19.1",
+            },
+            "tfserving_image_repo_url=file:///srv/fixtures/no-dockerfiles"
+            " at tfserving_image_repo_version=2.19.1",
+            id="repository-without-dockerfiles",
+        ),
+        pytest.param(
+            {"tfserving_image_repo_version": "broken"},
+            f"Building the cpu image from tfserving_image_repo_url={FIXTURE_URL}"
+            " at tfserving_image_repo_version=broken",
+            id="failing-build",
+        ),
+        pytest.param(
+            {
+                "tfserving_image_source": "archive",
+                "tfserving_image_archives": {"cpu": {"src": "TMP_ARCHIVE", "sha256": "0" * 64}},
+            },
+            "tfserving_image_archives.cpu.sha256 is " + "0" * 64 + " but",
+            id="archive-checksum-mismatch",
+        ),
+        pytest.param(
+            {
+                "tfserving_image_source": "archive",
+                "tfserving_image_archives": {"gpu": {"src": "x", "sha256": "0"}},
+            },
+            "tfserving_image_archives has no entry for cpu",
+            id="archive-missing-variant",
+        ),
+    ],
+)
+def test_bad_image_input_fails_and_leaves_the_hosts_unchanged(
+    tmp_path: Path, extra_vars: dict[str, object], message: str
+) -> None:
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(b"not the expected image")
+    extra_vars = json.loads(json.dumps(extra_vars).replace("TMP_ARCHIVE", str(archive)))
+    hosts = (BUILDER, "fleet-node2")
+    before = {host: _tagged_images(host) for host in hosts}
+    result = converge(
+        SCENARIO_DIR, {**BUILD_VARS, **extra_vars}, playbook="image-role.yml", limit=",".join(hosts)
+    )
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert message in output, output[-3000:]
+    assert {host: _tagged_images(host) for host in hosts} == before
+    assert on("fleet-node2", "sh", "-c", "ls /var/cache/tfserving-image/archives || true") == ""
+
+
+def test_serving_alone_uses_the_recorded_image() -> None:
+    result = converge(SCENARIO_DIR, {"tfserving_gpu": False}, playbook="serve-image.yml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for node in NODES:
+        ref = json.loads(on(node, "cat", IMAGE_FACT))["ref"]
+        assert f"{node} serves with {ref} (CPU)" in output
+
+
+def test_serving_alone_without_a_gpu_mode_says_to_run_the_gpu_play() -> None:
+    on("fleet-node3", "mv", GPU_FACT, GPU_FACT + ".aside")
+    try:
+        result = converge(SCENARIO_DIR, playbook="serve-image.yml", limit="fleet-node3")
+    finally:
+        on("fleet-node3", "mv", GPU_FACT + ".aside", GPU_FACT)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "No GPU mode for fleet-node3" in output, output[-3000:]
+    assert "Run the GPU play first (playbooks/gpu.yml, or site.yml)" in output
+
+
+def test_serving_alone_without_a_recorded_image_says_to_run_the_image_play() -> None:
+    on("fleet-node3", "mv", IMAGE_FACT, IMAGE_FACT + ".aside")
+    try:
+        result = converge(
+            SCENARIO_DIR, {"tfserving_gpu": False}, playbook="serve-image.yml", limit="fleet-node3"
+        )
+    finally:
+        on("fleet-node3", "mv", IMAGE_FACT + ".aside", IMAGE_FACT)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "No serving image for fleet-node3" in output, output[-3000:]
+    assert "Run the image play first (playbooks/image.yml, or site.yml)" in output
+    assert "tensorflow/serving" not in output
+
+
+def test_without_a_registry_a_build_goes_through_the_controller_cache(tmp_path: Path) -> None:
+    # The path of a fleet without a registry host: the builder exports the image, the
+    # controller keeps one tarball per image ID with its sha256, and a node that lacks the
+    # image gets it copied and loaded. The fixture's `tiny` build keeps the tarball small.
+    # Last but one: the run records the tiny image on both hosts, so the records are put back.
+    hosts = (BUILDER, "fleet-node3")
+    records = {host: on(host, "cat", IMAGE_FACT) for host in hosts}
+    cache = tmp_path / "images"
+    tiny = f"{IMAGE_NAME}:tiny"
+    try:
+        result = converge(
+            SCENARIO_DIR,
+            {
+                **BUILD_VARS,
+                "tfserving_image_repo_version": "tiny",
+                "tfserving_image_controller_cache_dir": str(cache),
+            },
+            playbook="image-role.yml",
+            limit=",".join(hosts),
+        )
+    finally:
+        for host, record in records.items():
+            subprocess.run(
+                ["docker", "exec", "-i", host, "sh", "-c", f"cat > {IMAGE_FACT}"],
+                input=record + "\n",
+                text=True,
+                check=True,
+                timeout=60,
+            )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    image_id = on(BUILDER, "docker", "image", "inspect", "-f", "{{.Id}}", tiny)
+    tarballs = sorted(cache.glob("*.tar"))
+    assert [t.name for t in tarballs] == [image_id.removeprefix("sha256:") + ".tar"]
+    digest = hashlib.sha256(tarballs[0].read_bytes()).hexdigest()
+    assert (cache / (tarballs[0].name + ".sha256")).read_text().split()[0] == digest
+    assert on("fleet-node3", "docker", "image", "inspect", "-f", "{{.Id}}", tiny) == image_id
+    assert on("fleet-node3", "sh", "-c", "ls /var/cache/tfserving-image/archives") == ""
+    assert on(BUILDER, "sh", "-c", "ls /var/cache/tfserving-image/export 2>/dev/null || true") == ""
 
 
 def test_project_root_is_unchanged_by_the_tests() -> None:
