@@ -70,7 +70,7 @@ test: setup unit molecule
 # client against the sandbox's server.
 bench: venv
 	python bench/standin_serving.py
-	@if addr=$$(docker inspect -f '{{.NetworkSettings.IPAddress}}' tfserving-sandbox 2>/dev/null); then \
+	@if addr=$$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' tfserving-sandbox 2>/dev/null); then \
 	  python bench/first_prediction.py && \
 	  python bench/client_vs_seed.py --server $$addr:8500 --model digits --image files/samples/digit_3.jpg; \
 	else echo "bench: no sandbox host (make demo): skipped first_prediction and client_vs_seed"; fi

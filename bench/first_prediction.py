@@ -26,7 +26,8 @@ def sandbox_address() -> str:
     out = subprocess.run(
         ["docker", "inspect", SANDBOX], capture_output=True, text=True, check=True
     ).stdout
-    return json.loads(out)[0]["NetworkSettings"]["IPAddress"]
+    networks = json.loads(out)[0]["NetworkSettings"]["Networks"]
+    return next(network["IPAddress"] for network in networks.values())
 
 
 def one_run(address: str, timeout: float) -> float:
