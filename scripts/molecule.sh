@@ -10,13 +10,15 @@ export ANSIBLE_FORCE_COLOR=0 NO_COLOR=1 PY_COLORS=0
 TFSERVING_TESTDATA=$(python -c 'from conftest import TESTDATA; print(TESTDATA)')
 export TFSERVING_TESTDATA
 
-# Remove the test hosts (and their volumes) of one scenario, found by their labels.
+# Remove the test hosts (and their volumes and network) of one scenario, found by their labels.
 cleanup() {
   local filter="label=molecule-scenario=$1" ids
   ids=$(docker ps -aq --filter label=owner=molecule --filter "$filter")
   [ -n "$ids" ] && docker rm -f $ids >/dev/null
   ids=$(docker volume ls -q --filter label=owner=molecule --filter "$filter")
   [ -n "$ids" ] && docker volume rm -f $ids >/dev/null
+  ids=$(docker network ls -q --filter label=owner=molecule --filter "$filter")
+  [ -n "$ids" ] && docker network rm $ids >/dev/null
   return 0
 }
 trap 'for s in "$@"; do cleanup "$s"; done' EXIT
