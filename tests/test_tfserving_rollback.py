@@ -92,6 +92,18 @@ def test_loopback_bind_address_is_refused_before_host_changes(site: Site) -> Non
         ({"tfserving_memory_limit": "lots"}, "tfserving_memory_limit on localhost: 'lots' is"),
         ({"tfserving_cpus": 4096}, "tfserving_cpus on localhost: 4096 is not between 0"),
         ({"tfserving_pids_limit": 10}, "tfserving_pids_limit on localhost: 10 is below 64"),
+        (
+            {"tfserving_firewall_enabled": True},
+            "tfserving_firewall_allow on localhost: empty, so the firewall would shut out",
+        ),
+        (
+            {
+                "tfserving_firewall_enabled": True,
+                "tfserving_firewall_allow": ["10.0.0.1"],
+                "tfserving_firewall_sources": ["10.0.0.2", ""],
+            },
+            "tfserving_firewall_address_var on localhost: a load balancer or monitoring host",
+        ),
     ],
 )
 def test_bad_container_settings_are_refused_naming_the_variable(

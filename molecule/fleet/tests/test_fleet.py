@@ -424,6 +424,22 @@ def test_the_firewall_comes_back_with_the_engine() -> None:
     assert lb_servers()["fleet-node3"]["status"] == "UP"
 
 
+def test_the_firewall_turned_off_is_taken_down_and_back_on_comes_back() -> None:
+    node3 = addresses()["fleet-node3"]
+    extra = {**FLEET_VARS, "tfserving_firewall_enabled": False}
+    result = converge(SCENARIO_DIR, extra, limit="fleet-node3", playbook=f"{PLAYBOOKS}/serve.yml")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert _connect("fleet-node2", node3, 8500) == "open"
+    assert "TFSERVING-FW" not in on("fleet-node3", "iptables", "-w", "-S")
+    assert "tfserving-firewall" not in on("fleet-node3", "ls", "/etc/systemd/system", "/etc")
+    result = converge(
+        SCENARIO_DIR, FLEET_VARS, limit="fleet-node3", playbook=f"{PLAYBOOKS}/serve.yml"
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert _connect("fleet-node2", node3, 8500) == "refused"
+    assert _connect(LB, node3, 8500) == "open"
+
+
 def test_no_run_printed_the_registry_password() -> None:
     # Before the bad-input runs below, which move the builder's checkout to other versions.
     password = (EPHEMERAL / "inventory" / ".tfserving-registry" / "password").read_text().split()[0]
