@@ -279,6 +279,8 @@ def test_fault3_host_reboot_comes_back_without_a_play(host) -> None:
 def test_fault5_drift_is_restored_and_reported(host) -> None:
     config = "/srv/tfserving/config/models.config"
     rendered = host.file(config).content_string
+    traffic = start_traffic()
+    drift = time.monotonic()
     host.run_expect([0], "rm -rf /srv/tfserving/models/half_plus_two/124")
     host.run_expect([0], f"sed -i 's/num_versions: 1/num_versions: 3/' {config}")
     host.run_expect([0], "docker rm -f tfserving")
@@ -290,11 +292,14 @@ def test_fault5_drift_is_restored_and_reported(host) -> None:
     ), sorted(changed)
     assert host.file("/srv/tfserving/models/half_plus_two/124/saved_model.pb").exists
     assert host.file(config).content_string == rendered
+    # Recovery here is the serving play's run: no server answers until it recreates one.
+    traffic.wait_correct(5, drift, timeout=60, after_failure=True)
+    report = traffic.finish("5 drift restored by serve.yml", drift)
+    assert report.failed > 0, "the container was removed, yet nothing failed: " + report.line()
+    assert report.recover_s is not None, report.line()
     again = converge(SCENARIO_DIR, settings(), playbook=SERVE)
     assert again.returncode == 0, again.stdout[-3000:]
     assert recap_changed(again.stdout) == 0, sorted(changed_tasks(again.stdout))
-    traffic = start_traffic()
-    traffic.finish("5 drift (after the restoring run)", time.monotonic())
 
 
 def test_fault6_full_disk_during_a_copy(host, testdata: Path) -> None:
@@ -330,5 +335,7 @@ def test_fault6_full_disk_during_a_copy(host, testdata: Path) -> None:
     host.run_expect([0], f"mount -o remount,size=64m {root}")
     result = converge(SCENARIO_DIR, settings(HALF_PLUS_TWO), playbook=SERVE)
     assert result.returncode == 0, result.stdout[-4000:]
+    since = time.monotonic()
     traffic = start_traffic(expect=HALF_PLUS_TWO)
-    traffic.finish("6 after space is back (new version serving)", time.monotonic())
+    report = traffic.finish("6 after space is back, the new version answering", since)
+    assert report.failed == 0, report.line()
