@@ -157,8 +157,10 @@ def test_bad_duration_fails_before_any_change() -> None:
     before = on(LB, "sha256sum", rules)
     result = run(f"{PLAYBOOKS}/monitoring.yml", {"tfserving_monitoring_node_down_for": "1 minute"})
     assert result.returncode != 0
-    output = " ".join(result.stdout.split())
-    assert "tfserving_monitoring_node_down_for must be a Prometheus duration" in output
+    # Ansible's default output puts a failed task's message on stderr.
+    output = " ".join((result.stdout + result.stderr).split())
+    expected = "tfserving_monitoring_node_down_for must be a Prometheus duration"
+    assert expected in output, output[-2000:]
     assert on(LB, "sha256sum", rules) == before
 
 
