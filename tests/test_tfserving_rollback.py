@@ -117,6 +117,27 @@ def test_bad_container_settings_are_refused_naming_the_variable(
     assert not site.host.exists()
 
 
+def test_with_a_load_balancer_the_firewall_is_on_and_asks_for_the_controller(
+    site: Site, tmp_path: Path
+) -> None:
+    # A fleet behind a load balancer gets the firewall without asking for it; it must not
+    # shut out the controller, so the run stops before any change until the address is named.
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  hosts:\n    localhost:\n  children:\n"
+        "    tfserving_lb:\n      hosts:\n        lb1:\n          ansible_host: 10.0.0.5\n"
+    )
+    site.export("m", 1)
+    result = site.run([site.model("m")], inventory=inventory)
+    assert result.returncode != 0
+    assert "tfserving_firewall_allow on localhost: empty" in output(result), output(result)[-3000:]
+    assert not site.host.exists()
+    turned_off = site.run(
+        [site.model("m")], extra={"tfserving_firewall_enabled": False}, inventory=inventory
+    )
+    assert turned_off.returncode == 0, output(turned_off)[-3000:]
+
+
 # Findings 4 and 5: answers are checked for every served version and label; a version that
 # answers wrong is rolled back and the previous one is shown to answer again.
 def test_every_served_version_and_label_is_checked(site: Site) -> None:

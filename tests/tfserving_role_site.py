@@ -48,14 +48,20 @@ class Site:
     def model(self, name: str, **settings: Any) -> dict[str, Any]:
         return {"name": name, "path": str(self.exports / name), **settings}
 
-    def argv(self, models: list[dict[str, Any]], extra: dict[str, Any] | None) -> list[str]:
+    def argv(
+        self,
+        models: list[dict[str, Any]],
+        extra: dict[str, Any] | None,
+        inventory: Path | None = None,
+    ) -> list[str]:
         variables = {
             "tfserving_root": str(self.host),
             "tfserving_models": models,
             "tfserving_gate_timeout": 4,
             **(extra or {}),
         }
-        return [ANSIBLE_PLAYBOOK, str(PLAYBOOK), "-e", json.dumps(variables)]
+        argv = [ANSIBLE_PLAYBOOK, str(PLAYBOOK), "-e", json.dumps(variables)]
+        return argv + (["-i", str(inventory)] if inventory else [])
 
     def env(self, mode: str) -> dict[str, str]:
         return {
@@ -72,10 +78,12 @@ class Site:
         models: list[dict[str, Any]],
         mode: str = "normal",
         extra: dict[str, Any] | None = None,
+        inventory: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """One run of play.yml; ``inventory`` (a file) adds groups such as tfserving_lb."""
         self.log.unlink(missing_ok=True)
         return subprocess.run(
-            self.argv(models, extra),
+            self.argv(models, extra, inventory),
             capture_output=True,
             text=True,
             check=False,
