@@ -11,8 +11,10 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-# Scenarios run by `make test` (molecule/gpu needs a real GPU host: see README.md).
-SCENARIOS ?= docker nvidia default fleet
+# Scenarios run by `make test` (molecule/gpu needs a real GPU host: see README.md), up to
+# MOLECULE_JOBS at once, the longest first: each has its own hosts and network.
+SCENARIOS ?= fleet default docker nvidia
+MOLECULE_JOBS ?= 2
 PYTEST_PATHS := tests client/tests standin/tests
 
 .PHONY: help setup venv promtool engine base-images standin-image standin-archive lint unit molecule test demo demo-clean bench lock clean
@@ -52,7 +54,7 @@ unit: venv promtool
 	@for suite in $(PYTEST_PATHS); do echo "=== pytest $$suite"; pytest -q $$suite || exit 1; done
 
 molecule: setup standin-archive
-	scripts/molecule.sh $(SCENARIOS)
+	MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule.sh $(SCENARIOS)
 
 demo: setup standin-archive
 	ansible-playbook molecule/shared/sandbox.yml

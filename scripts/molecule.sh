@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Run `molecule test` for each named scenario, one after the other. Test hosts are removed
-# afterwards whatever happened (molecule skips destroy when a testinfra verify fails).
+# Run `molecule test` for each named scenario. Test hosts are removed afterwards whatever
+# happened (molecule skips destroy when a testinfra verify fails).
 #   scripts/molecule.sh SCENARIO...
+# MOLECULE_JOBS=N runs up to N scenarios at once (each on its own hosts and network), in
+# the order given: name the longest first. Each one's output is then kept in
+# .cache/molecule-logs/SCENARIO.log and printed whole when it ends.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -23,8 +26,9 @@ cleanup() {
 }
 trap 'for s in "$@"; do cleanup "$s"; done' EXIT
 
-status=0
-for scenario in "$@"; do
+# One scenario, output to stdout; its status is the return code.
+run_one() {
+  local scenario=$1 start result status=0
   start=$(date +%s)
   echo "=== molecule test -s $scenario"
   if molecule test -s "$scenario"; then
@@ -36,5 +40,34 @@ for scenario in "$@"; do
   fi
   echo "=== molecule scenario $scenario $result in $(( $(date +%s) - start ))s"
   cleanup "$scenario"
+  return $status
+}
+
+jobs=${MOLECULE_JOBS:-1}
+status=0
+if [ "$jobs" -le 1 ]; then
+  for scenario in "$@"; do
+    run_one "$scenario" || status=1
+  done
+  exit $status
+fi
+
+logs=.cache/molecule-logs
+mkdir -p "$logs"
+declare -A running=()
+finish_one() {
+  local pid code=0
+  wait -n -p pid || code=$?
+  local scenario=${running[$pid]}
+  unset "running[$pid]"
+  cat "$logs/$scenario.log"
+  [ "$code" -eq 0 ] || status=1
+}
+for scenario in "$@"; do
+  while [ "${#running[@]}" -ge "$jobs" ]; do finish_one; done
+  echo "=== started molecule test -s $scenario (output when it ends: $logs/$scenario.log)"
+  run_one "$scenario" >"$logs/$scenario.log" 2>&1 &
+  running[$!]=$scenario
 done
+while [ "${#running[@]}" -gt 0 ]; do finish_one; done
 exit $status
