@@ -14,7 +14,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Scenarios run by `make test` (molecule/gpu needs a real GPU host: see README.md), up to
 # MOLECULE_JOBS at once, the longest first: each has its own hosts and network.
 SCENARIOS ?= fleet default docker nvidia
-MOLECULE_JOBS ?= 3
+MOLECULE_JOBS ?= 2
 PYTEST_PATHS := tests client/tests standin/tests
 
 .PHONY: help setup venv promtool engine base-images standin-image standin-archive lint unit molecule test demo demo-clean bench lock clean
