@@ -1,5 +1,6 @@
 # The project's commands. Each one does its own setup first (quick when already done).
 #   make test    unit tests, then every molecule scenario that runs on this machine
+#   make setup   everything the tests read: engine, base images, .venv, test models (make testdata)
 #   make lint    ansible-lint (production profile), yamllint, ruff
 #   make demo    site.yml against a local sandbox host, then a real prediction
 #   make demo-clean  remove the sandbox host
@@ -17,15 +18,20 @@ SCENARIOS ?= fleet default docker nvidia
 MOLECULE_JOBS ?= 2
 PYTEST_PATHS := tests client/tests standin/tests
 
-.PHONY: help setup venv promtool engine base-images standin-image standin-archive lint unit molecule test demo demo-clean bench lock clean
+.PHONY: help setup venv testdata promtool engine base-images standin-image standin-archive lint unit molecule test demo demo-clean bench lock clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
 
-setup: venv engine base-images
+setup: venv testdata engine base-images
 
 venv:
 	@scripts/setup-venv.sh
+
+# The test models and config files the suites use, in .cache/testdata/tfserving (quick when
+# the script is unchanged).
+testdata: venv
+	@$(VENV)/bin/python scripts/make_test_models.py
 
 # promtool (from Debian's prometheus package) checks the monitoring role's files in `make unit`.
 promtool:
@@ -50,7 +56,7 @@ lint: venv
 	ruff format --check .
 
 # One pytest run per suite: each has its own conftest helpers.
-unit: venv promtool
+unit: venv promtool testdata
 	@for suite in $(PYTEST_PATHS); do echo "=== pytest $$suite"; pytest -q $$suite || exit 1; done
 
 molecule: setup standin-archive
@@ -70,7 +76,7 @@ test: setup unit molecule
 
 # The stand-in in-process; then, when `make demo`'s sandbox runs, first prediction and the
 # client against the sandbox's server.
-bench: venv
+bench: venv testdata
 	python bench/standin_serving.py
 	@if addr=$$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' tfserving-sandbox 2>/dev/null); then \
 	  python bench/first_prediction.py && \

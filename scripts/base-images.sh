@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the local test-host base images: Debian root filesystems made with debootstrap
-# (systemd, python3, sudo, iproute2, ca-certificates, plus this machine's extra CA
-# certificates) turned into images with `docker import`.
+# (systemd, python3, sudo, openssh-server, iproute2, ca-certificates, plus this machine's
+# extra CA certificates) turned into images with `docker import`.
 #
 #   scripts/base-images.sh [SUITE...]     default: bookworm trixie
 #
@@ -14,7 +14,7 @@
 set -euo pipefail
 
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-PACKAGES=systemd,systemd-sysv,dbus,python3,sudo,iproute2,ca-certificates,procps
+PACKAGES=systemd,systemd-sysv,dbus,python3,sudo,openssh-server,iproute2,ca-certificates,procps
 REPO_TAG=local/debian-systemd
 
 log() { printf 'base-images: %s\n' "$*" >&2; }
@@ -71,6 +71,9 @@ build_one() {
   mkdir -p "$rootfs/etc/systemd/system/docker.service.d"
   printf '[Service]\nEnvironment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\n' \
     >"$rootfs/etc/systemd/system/docker.service.d/test-host.conf"
+  # No host keys in the image: every host would share them. The create step generates a
+  # host's own keys (ssh-keygen -A) and only then starts sshd.
+  rm -f "$rootfs"/etc/ssh/ssh_host_*
   printf 'container\n' >"$rootfs/etc/hostname"
   : >"$rootfs/etc/machine-id"
   chroot "$rootfs" apt-get clean

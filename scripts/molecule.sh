@@ -9,9 +9,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export ANSIBLE_FORCE_COLOR=0 NO_COLOR=1 PY_COLORS=0
-# TF Serving's test models: the path conftest.py computes, for prepare playbooks too.
-TFSERVING_TESTDATA=$(python -c 'from conftest import TESTDATA; print(TESTDATA)')
-export TFSERVING_TESTDATA
 
 # Remove the test hosts (and their volumes and network) of one scenario, found by their labels.
 cleanup() {

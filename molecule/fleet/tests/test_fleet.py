@@ -9,10 +9,12 @@ and appended to $FLEET_PHASES_REPORT when that is set.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import statistics
@@ -25,6 +27,8 @@ import grpc
 import numpy as np
 import pytest
 import requests
+import testinfra
+import testinfra.host
 import yaml
 from converge_again import PROJECT_DIR, converge
 from tfs_client.api import Client, ModelRef
@@ -66,10 +70,18 @@ def addresses() -> dict[str, str]:
     return {name: v["test_host_address"] for name, v in hosts["all"]["hosts"].items()}
 
 
+@functools.cache
+def remote(host: str) -> testinfra.host.Host:
+    """The host over the scenario's own connection (SSH as its user, commands under sudo)."""
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    return testinfra.get_host(f"ansible://{host}", ansible_inventory=str(inventory), sudo=True)
+
+
 def on(host: str, *argv: str, check: bool = True) -> str:
-    return subprocess.run(
-        ["docker", "exec", host, *argv], capture_output=True, text=True, check=check, timeout=120
-    ).stdout.strip()
+    result = remote(host).run(shlex.join(argv))
+    if check and result.rc != 0:
+        raise AssertionError(f"{host}: {shlex.join(argv)} exited {result.rc}: {result.stderr}")
+    return result.stdout.strip()
 
 
 def lb_servers() -> dict[str, dict[str, str]]:
@@ -243,10 +255,9 @@ def test_lb_config_checks_the_served_model() -> None:
     assert on(LB, "haproxy", "-c", "-f", "/etc/haproxy/haproxy.cfg").endswith("valid")
 
 
-def test_phase_a_new_model_version_rolls_across_the_fleet() -> None:
+def test_phase_a_new_model_version_rolls_across_the_fleet(testdata: Path) -> None:
     shutil.copytree(
-        Path(os.environ["TFSERVING_TESTDATA"]) / "saved_model_half_plus_three" / "00000123",
-        MODELS / "half_plus_two" / "124",
+        testdata / "saved_model_half_plus_three" / "00000123", MODELS / "half_plus_two" / "124"
     )
     containers = {node: container_id(node) for node in NODES}
     traffic = Traffic([OLD, NEW])

@@ -1,0 +1,245 @@
+"""The test models scripts/make_test_models.py generates: layout, signatures, known answers.
+
+The suites (tests/, standin/tests, the molecule scenarios) rely on these exports being like
+TF Serving's own test data: signature names and methods, input and output keys, the graph
+tensor names behind them, the asset, and y = 0.5 x + 2 / 0.5 x + 3. Models run the way TF
+Serving runs them: ``tf.compat.v1.saved_model.loader.load`` into a Session, then the
+SignatureDef's tensor names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from plugin_files import load_plugin
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+REPO = Path(__file__).resolve().parents[1]
+check_mod = load_plugin("modules", "tfserving_config_check")
+
+TWO, THREE = "saved_model_half_plus_two_cpu", "saved_model_half_plus_three"
+VERSION = "00000123"
+PREDICT = "tensorflow/serving/predict"
+CLASSIFY = "tensorflow/serving/classify"
+REGRESS = "tensorflow/serving/regress"
+X = [1.0, 2.0, 5.0]
+PLUS_TWO = [[2.5], [3.0], [4.5]]
+PLUS_THREE = [[3.5], [4.0], [5.5]]
+
+# signature -> (method, {input key: tensor name}, {output key: tensor name})
+SIGNATURES: dict[str, dict[str, tuple[str, dict[str, str], dict[str, str]]]] = {
+    TWO: {
+        "serving_default": (PREDICT, {"x": "x:0"}, {"y": "y:0"}),
+        "classify_x_to_y": (CLASSIFY, {"inputs": "tf_example:0"}, {"scores": "y:0"}),
+        "regress_x_to_y": (REGRESS, {"inputs": "tf_example:0"}, {"outputs": "y:0"}),
+        "regress_x_to_y2": (REGRESS, {"inputs": "tf_example:0"}, {"outputs": "y2:0"}),
+        "regress_x2_to_y3": (REGRESS, {"inputs": "x2:0"}, {"outputs": "y3:0"}),
+    },
+    THREE: {
+        "serving_default": (PREDICT, {"x": "x:0"}, {"y": "y:0"}),
+        REGRESS: (REGRESS, {"inputs": "tf_example:0"}, {"outputs": "Identity:0"}),
+    },
+}
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "make_test_models", REPO / "scripts" / "make_test_models.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def meta_graph(export: Path) -> meta_graph_pb2.MetaGraphDef:
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((export / "saved_model.pb").read_bytes())
+    assert len(saved.meta_graphs) == 1
+    return saved.meta_graphs[0]
+
+
+def run_signature(export: Path, signature: str, key: str, value: np.ndarray) -> dict:
+    """Load as TF Serving does and run one signature: its outputs by key."""
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(export))
+        sig = meta.signature_def[signature]
+        fetch = {k: info.name for k, info in sig.outputs.items()}
+        return sess.run(fetch, feed_dict={sig.inputs[key].name: value})
+
+
+def examples(feature: str = "x", values: list[float] = X) -> np.ndarray:
+    """Serialized tf.Example protos, one float feature each."""
+    protos = [
+        tf.train.Example(
+            features=tf.train.Features(
+                feature={feature: tf.train.Feature(float_list=tf.train.FloatList(value=[v]))}
+            )
+        ).SerializeToString()
+        for v in values
+    ]
+    return np.array(protos, dtype=object)
+
+
+def column(values: list[float] = X) -> np.ndarray:
+    return np.array([[v] for v in values], dtype=np.float32)
+
+
+# ----- layout ------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", [TWO, THREE])
+def test_one_version_dir_with_graph_variables_and_asset(testdata: Path, model: str) -> None:
+    assert [p.name for p in (testdata / model).iterdir()] == [VERSION]
+    export = testdata / model / VERSION
+    assert (export / "saved_model.pb").is_file()
+    assert (export / "variables" / "variables.index").is_file()
+    assert list((export / "variables").glob("variables.data-*-of-*"))
+    assert (export / "assets" / "foo.txt").read_text() == "asset-file-contents"
+
+
+@pytest.mark.parametrize("model", [TWO, THREE])
+def test_signatures_match_tf_servings_test_models(testdata: Path, model: str) -> None:
+    meta = meta_graph(testdata / model / VERSION)
+    assert list(meta.meta_info_def.tags) == ["serve"]
+    assert set(meta.signature_def) == set(SIGNATURES[model])
+    for name, (method, inputs, outputs) in SIGNATURES[model].items():
+        sig = meta.signature_def[name]
+        assert sig.method_name == method, name
+        assert {k: v.name for k, v in sig.inputs.items()} == inputs, name
+        assert {k: v.name for k, v in sig.outputs.items()} == outputs, name
+    assert meta.signature_def["serving_default"].inputs["x"].dtype == tf.float32.as_datatype_enum
+
+
+def test_half_plus_two_shapes_and_dtypes(testdata: Path) -> None:
+    sigs = meta_graph(testdata / TWO / VERSION).signature_def
+    x = sigs["serving_default"].inputs["x"]
+    assert [d.size for d in x.tensor_shape.dim] == [-1, 1]
+    example_input = sigs["classify_x_to_y"].inputs["inputs"]
+    assert example_input.dtype == tf.string.as_datatype_enum
+    assert example_input.tensor_shape.unknown_rank
+
+
+@pytest.mark.parametrize("model", [TWO, THREE])
+def test_asset_is_registered(testdata: Path, model: str) -> None:
+    meta = meta_graph(testdata / model / VERSION)
+    [asset] = meta.collection_def["saved_model_assets"].any_list.value
+    asset_def = meta_graph_pb2.AssetFileDef()
+    assert asset.Unpack(asset_def)
+    assert asset_def.filename == "foo.txt"
+    paths = meta.collection_def["asset_filepaths"].node_list.value
+    assert list(paths) == [asset_def.tensor_info.name]
+
+
+# ----- known answers -----------------------------------------------------------------------
+@pytest.mark.parametrize(("model", "want"), [(TWO, PLUS_TWO), (THREE, PLUS_THREE)])
+def test_predict_known_answers(testdata: Path, model: str, want: list) -> None:
+    out = run_signature(testdata / model / VERSION, "serving_default", "x", column())
+    assert out["y"].tolist() == want
+
+
+@pytest.mark.parametrize(
+    ("signature", "output", "want"),
+    [
+        ("classify_x_to_y", "scores", PLUS_TWO),
+        ("regress_x_to_y", "outputs", PLUS_TWO),
+        ("regress_x_to_y2", "outputs", PLUS_THREE),
+    ],
+)
+def test_half_plus_two_from_tf_examples(
+    testdata: Path, signature: str, output: str, want: list
+) -> None:
+    out = run_signature(testdata / TWO / VERSION, signature, "inputs", examples())
+    assert out[output].tolist() == want
+
+
+def test_half_plus_two_x2_to_y3(testdata: Path) -> None:
+    out = run_signature(testdata / TWO / VERSION, "regress_x2_to_y3", "inputs", column())
+    assert out["outputs"].tolist() == PLUS_THREE
+
+
+def test_half_plus_three_regress_from_tf_examples(testdata: Path) -> None:
+    out = run_signature(testdata / THREE / VERSION, REGRESS, "inputs", examples())
+    assert out["outputs"].tolist() == PLUS_THREE
+
+
+def test_half_plus_three_swapped_into_half_plus_two_answers_plus_three(
+    testdata: Path, tmp_path: Path
+) -> None:
+    """What the rollback and fidelity tests do: half_plus_three's graph and variables copied
+    over a half_plus_two version directory load there and answer + 3."""
+    version = tmp_path / "half_plus_two" / "2"
+    shutil.copytree(testdata / TWO / VERSION, version)
+    shutil.copyfile(testdata / THREE / VERSION / "saved_model.pb", version / "saved_model.pb")
+    shutil.rmtree(version / "variables")
+    shutil.copytree(testdata / THREE / VERSION / "variables", version / "variables")
+    out = run_signature(version, "serving_default", "x", column())
+    assert out["y"].tolist() == PLUS_THREE
+
+
+# ----- config files ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kind", "file_name"),
+    [
+        ("model_server", "good_model_config.txt"),
+        ("monitoring", "monitoring_config.txt"),
+        ("batching", "batching_config.txt"),
+    ],
+)
+def test_config_files_parse(testdata: Path, kind: str, file_name: str) -> None:
+    check_mod.parse(kind, (testdata / file_name).read_text())
+
+
+def test_good_config_names_both_models_with_placeholder_paths(testdata: Path) -> None:
+    parsed = check_mod.parse("model_server", (testdata / "good_model_config.txt").read_text())
+    assert [(c.name, c.base_path, c.model_platform) for c in parsed.model_config_list.config] == [
+        ("half_plus_two", "${TEST_HALF_PLUS_TWO_DIR}", "tensorflow"),
+        ("half_plus_three", "${TEST_HALF_PLUS_THREE_DIR}", "tensorflow"),
+    ]
+
+
+def test_monitoring_and_batching_values(testdata: Path) -> None:
+    mon = check_mod.parse("monitoring", (testdata / "monitoring_config.txt").read_text())
+    assert mon.prometheus_config.enable
+    assert mon.prometheus_config.path == "/monitoring/prometheus/metrics"
+    batching = check_mod.parse("batching", (testdata / "batching_config.txt").read_text())
+    assert batching.max_batch_size.value == 128
+    assert batching.num_batch_threads.value == 8
+
+
+def test_bad_config_is_rejected(testdata: Path) -> None:
+    with pytest.raises(text_format.ParseError):
+        check_mod.parse("model_server", (testdata / "bad_model_config.txt").read_text())
+
+
+# ----- the generator -----------------------------------------------------------------------
+def test_generated_set_is_current(testdata: Path) -> None:
+    """The stamp holds the hash of the script that wrote the set: make testdata rebuilds."""
+    script = REPO / "scripts" / "make_test_models.py"
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()
+    stamp = (testdata / ".stamp").read_text().splitlines()
+    assert stamp[0] == f"script-sha256 {digest}", "stale: run `make testdata`"
+    assert stamp[1] == f"tensorflow {tf.__version__}", "stale: run `make testdata`"
+    assert "make_test_models.py" in (testdata / "README.md").read_text()
+
+
+def test_script_builds_the_same_bytes_anywhere_and_caches(testdata: Path, tmp_path: Path) -> None:
+    script = load_script()
+    out = tmp_path / "tfserving"
+    assert script.main(["--output-dir", str(out)]) == 0
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(testdata) for p in testdata.rglob("*") if p.is_file())
+    for rel in files:
+        assert (out / rel).read_bytes() == (testdata / rel).read_bytes(), rel
+    assert [p.name for p in tmp_path.iterdir()] == ["tfserving"], "no staging left behind"
+    # Up to date: a second run writes nothing.
+    pb = out / TWO / VERSION / "saved_model.pb"
+    before = pb.stat().st_mtime_ns
+    assert script.main(["--output-dir", str(out)]) == 0
+    assert pb.stat().st_mtime_ns == before
