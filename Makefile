@@ -1,6 +1,7 @@
 # The project's commands. Each one does its own setup first (quick when already done).
 #   make test    unit tests, then every molecule scenario that runs on this machine
-#   make setup   everything the tests read: engine, base images, .venv, test models (make testdata)
+#   make setup   everything the tests read: engine, base images, .venv, test models,
+#                stand-in image and archive (each step quick when already done)
 #   make lint    ansible-lint (production profile), yamllint, ruff
 #   make demo    site.yml against a local sandbox host, then a real prediction
 #   make demo-clean  remove the sandbox host
@@ -23,7 +24,8 @@ PYTEST_PATHS := tests client/tests standin/tests
 help:
 	@sed -n 's/^#   //p' Makefile
 
-setup: venv testdata engine base-images
+# Everything a scenario, `make demo` or a suite reads, each step cached by content.
+setup: venv testdata engine base-images standin-archive
 
 venv:
 	@scripts/setup-venv.sh
@@ -59,10 +61,10 @@ lint: venv
 unit: venv promtool testdata
 	@for suite in $(PYTEST_PATHS); do echo "=== pytest $$suite"; pytest -q $$suite || exit 1; done
 
-molecule: setup standin-archive
+molecule: setup
 	MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule.sh $(SCENARIOS)
 
-demo: setup standin-archive
+demo: setup
 	ansible-playbook molecule/shared/sandbox.yml
 	ansible-playbook site.yml -i inventory/local
 	@addr=$$(ansible-inventory -i inventory/local --host tfserving-sandbox | python3 -c 'import json,sys; print(json.load(sys.stdin)["test_host_address"])'); \
