@@ -92,6 +92,15 @@ def test_loopback_bind_address_is_refused_before_host_changes(site: Site) -> Non
         ({"tfserving_memory_limit": "lots"}, "tfserving_memory_limit on localhost: 'lots' is"),
         ({"tfserving_cpus": 4096}, "tfserving_cpus on localhost: 4096 is not between 0"),
         ({"tfserving_pids_limit": 10}, "tfserving_pids_limit on localhost: 10 is below 64"),
+        # Docker would refuse these only after the serving container was removed.
+        ({"tfserving_rest_port": 70000}, "tfserving_rest_port on localhost: 70000 is not a port"),
+        ({"tfserving_grpc_port": 0}, "tfserving_grpc_port on localhost: 0 is not a port"),
+        (
+            {"tfserving_rest_port": 8500},
+            "tfserving_rest_port on localhost: 8500 is the gRPC port too",
+        ),
+        # An empty (or mistyped) list would rewrite models.config empty and unload every model.
+        ({"tfserving_models": []}, "tfserving_models on localhost: empty, so the server would"),
         (
             {"tfserving_firewall_enabled": True},
             "tfserving_firewall_allow on localhost: empty, so the firewall would shut out",
