@@ -122,6 +122,26 @@ def is_current(out: Path, stamp: str) -> bool:
     return path.is_file() and path.read_text() == stamp
 
 
+def parse_example(tf: Any, serialized: Any, defaults: dict[str, list[float]]) -> list[Any]:
+    """The float features DEFAULTS names (each of shape [1]) parsed from serialized
+    tf.Example protos, in the order given."""
+    with tf.name_scope("ParseExample"):
+        parsed = tf.raw_ops.ParseExample(
+            serialized=serialized,
+            names=tf.constant([], tf.string, name="names"),
+            sparse_keys=[],
+            dense_keys=[tf.constant(key, name=f"key_{key}") for key in defaults],
+            dense_defaults=[
+                tf.constant(value, tf.float32, name=f"default_{key}")
+                for key, value in defaults.items()
+            ],
+            sparse_types=[],
+            dense_shapes=[[1]] * len(defaults),
+            name="ParseExample",
+        )
+    return list(parsed.dense_values)
+
+
 def build_half_plus_two(tf: Any) -> tuple[dict[str, Any], Any]:
     """The half_plus_two graph in the current default graph: (signatures, main op).
 
@@ -134,22 +154,10 @@ def build_half_plus_two(tf: Any) -> tuple[dict[str, Any], Any]:
         b = v1.Variable(2.0, name="b", use_resource=False)
         c = v1.Variable(3.0, name="c", use_resource=False)
         tf_example = v1.placeholder(tf.string, shape=None, name="tf_example")
-        with tf.name_scope("ParseExample"):
-            parsed = raw.ParseExample(
-                serialized=tf_example,
-                names=tf.constant([], tf.string, name="names"),
-                sparse_keys=[],
-                dense_keys=[tf.constant("x", name="key_x"), tf.constant("x2", name="key_x2")],
-                dense_defaults=[
-                    tf.constant([], tf.float32, name="default_x"),  # empty: x is required
-                    tf.constant([0.0], tf.float32, name="default_x2"),
-                ],
-                sparse_types=[],
-                dense_shapes=[[1], [1]],
-                name="ParseExample",
-            )
-        x = tf.identity(parsed.dense_values[0], name="x")
-        x2 = tf.identity(parsed.dense_values[1], name="x2")
+        # An empty default makes x required.
+        x_value, x2_value = parse_example(tf, tf_example, {"x": [], "x2": [0.0]})
+        x = tf.identity(x_value, name="x")
+        x2 = tf.identity(x2_value, name="x2")
         y = tf.identity(raw.Add(x=raw.Mul(x=a, y=x), y=b), name="y")
         y2 = tf.identity(raw.Add(x=raw.Mul(x=a, y=x), y=c), name="y2")
         a2 = v1.Variable(0.5, name="a2", use_resource=False)
@@ -180,18 +188,8 @@ def build_half_plus_three(tf: Any) -> tuple[dict[str, Any], Any]:
     b = v1.Variable(3.0, name="b", use_resource=False)
     c = v1.Variable(3.0, name="c", use_resource=False)
     tf_example = v1.placeholder(tf.string, shape=None, name="tf_example")
-    with tf.name_scope("ParseExample"):
-        parsed = raw.ParseExample(
-            serialized=tf_example,
-            names=tf.constant([], tf.string, name="names"),
-            sparse_keys=[],
-            dense_keys=[tf.constant("x", name="key_x")],
-            dense_defaults=[tf.constant([], tf.float32, name="default_x")],
-            sparse_types=[],
-            dense_shapes=[[1]],
-            name="ParseExample",
-        )
-    x = tf.identity(parsed.dense_values[0], name="x")
+    (x_value,) = parse_example(tf, tf_example, {"x": []})
+    x = tf.identity(x_value, name="x")
     y = raw.Add(x=raw.Mul(x=a, y=x), y=b, name="y")
     x2 = v1.placeholder(tf.float32, shape=None, name="x2")
     raw.Add(x=raw.Mul(x=a, y=x2), y=c, name="y2")
