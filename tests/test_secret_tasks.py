@@ -1,0 +1,48 @@
+"""Tasks that copy a private key hide their output: `--check --diff` (or -v) would
+otherwise print the key, as a copy's diff shows a text file's content."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from role_tasks import ROOT, load_yaml
+from test_controller_tasks import TASK_FILES
+
+WRITERS = {"ansible.builtin.copy", "ansible.builtin.template", "ansible.builtin.slurp"}
+
+
+def tasks_in(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = []
+    for task in tasks or []:
+        sections = [task.get(s) for s in ("block", "rescue", "always") if s in task]
+        if sections:
+            for section in sections:
+                found += [{"no_log": task.get("no_log"), **t} for t in tasks_in(section)]
+        else:
+            found.append(task)
+    return found
+
+
+def copies_a_key(task: dict[str, Any]) -> bool:
+    if not WRITERS & task.keys():
+        return False
+    text = json.dumps({k: task.get(k) for k in (*WRITERS, "loop", "with_items")}, default=str)
+    return '.key"' in text  # a string that ends in .key: a file name
+
+
+def test_the_check_finds_the_registry_key_copy() -> None:
+    tasks = tasks_in(load_yaml(ROOT / "roles/tfserving_registry/tasks/main.yml"))
+    assert any(copies_a_key(task) for task in tasks)
+
+
+@pytest.mark.parametrize("path", TASK_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_key_copies_hide_their_output(path: Path) -> None:
+    shown = [
+        task.get("name", "?")
+        for task in tasks_in(load_yaml(path) or [])
+        if copies_a_key(task) and not task.get("no_log")
+    ]
+    assert shown == [], f"{path.relative_to(ROOT)}: tasks that copy a key without no_log: {shown}"
