@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import role_templates
+from role_tasks import role_variables
 
 BASE = {
     "tfserving_lb_socket": "/run/haproxy/admin.sock",
@@ -13,7 +14,7 @@ BASE = {
     "tfserving_lb_timeout_connect": "2s",
     "tfserving_lb_timeout_client": "60s",
     "tfserving_lb_timeout_server": "30s",
-    "tfserving_lb_retries": 3,
+    "tfserving_lb_retries": role_variables("tfserving_lb")["tfserving_lb_retries"],
     "tfserving_lb_bind_address": "0.0.0.0",
     "tfserving_lb_grpc_port": 8500,
     "tfserving_lb_rest_enabled": False,
@@ -69,9 +70,15 @@ def test_without_models_the_check_is_a_connect_check() -> None:
     assert "default-server check" in backend
 
 
-def test_retries_cover_refused_empty_and_late_answers() -> None:
+def test_a_request_is_tried_on_at_most_one_more_node() -> None:
+    """A refused connection or an empty answer (a server that died mid-request) goes once
+    to another node. Not more: a request that kills the server it reaches (a query of
+    death) would take down one node per retry. Not on a late answer: a slow request would
+    run again on every retry, and HAProxy 2.6 has one retry counter for every cause."""
     defaults = section(render(), "defaults")
-    assert "retry-on conn-failure empty-response response-timeout" in defaults
+    assert re.search(r"^\s*retries 1$", defaults, re.M), defaults
+    assert re.search(r"^\s*retry-on conn-failure empty-response$", defaults, re.M), defaults
+    assert "response-timeout" not in defaults
     assert "option redispatch 1" in defaults
     assert "load-server-state-from-file global" in defaults
 
