@@ -151,6 +151,8 @@ class Traffic(threading.Thread):
                 ok, detail = got == self.expect, f"answer {got}"
             except grpc.RpcError as error:
                 ok, detail = False, f"{error.code().name}: {error.details()}"
+            except Exception as error:  # any other failure is a failed request, not a dead loop
+                ok, detail = False, f"{type(error).__name__}: {error}"
             self.events.append((time.monotonic(), ok, detail))
             time.sleep(0.05)
         channel.close()
@@ -177,9 +179,12 @@ class Traffic(threading.Thread):
             time.sleep(0.1)
 
     def finish(self, fault: str, since: float) -> Report:
+        # Ended by its own bounds (time, count) before the fault did, the loop saw only part.
+        assert self.is_alive(), f"{fault}: the traffic loop ended before the fault was over"
         self.stop.set()
         self.join(timeout=30)
         after = [e for e in self.events if e[0] >= since]
+        assert after, f"{fault}: no request was sent during the fault"
         # A request sent before the fault can still succeed after it: recovery is the first
         # correct answer after the first failure (no failure: nothing to recover from).
         first_fail = next((t for t, ok, _ in after if not ok), None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -142,6 +143,8 @@ class Traffic(threading.Thread):
         self.latencies: list[float] = []
         self.answers: list[tuple[float, ...]] = []
         self.failures: list[str] = []
+        self.times: list[float] = []
+        self.threads: list[threading.Thread] = []
 
     def _work(self) -> None:
         client = Client(self.target, timeout=20)
@@ -157,9 +160,12 @@ class Traffic(threading.Thread):
                     error = None if ok else f"unexpected answer {y.tolist()}"
                 except RpcError as exc:
                     error = str(exc)
+                except Exception as exc:  # a malformed answer counts, and the worker goes on
+                    error = f"{type(exc).__name__}: {exc}"
                 elapsed = time.perf_counter() - start
                 with self.lock:
                     self.latencies.append(elapsed)
+                    self.times.append(time.monotonic())
                     if error:
                         self.failures.append(error)
                     else:
@@ -169,17 +175,25 @@ class Traffic(threading.Thread):
             client.close()
 
     def run(self) -> None:
-        threads = [threading.Thread(target=self._work, daemon=True) for _ in range(self.workers)]
-        for t in threads:
+        self.threads = [
+            threading.Thread(target=self._work, daemon=True) for _ in range(self.workers)
+        ]
+        for t in self.threads:
             t.start()
-        for t in threads:
+        for t in self.threads:
             t.join()
 
     def finish(self, phase: str) -> dict[str, object]:
         time.sleep(1)
+        alive = sum(t.is_alive() for t in self.threads)
+        ended = time.monotonic()
         self.stop.set()
         self.join(timeout=60)
         ordered = sorted(self.latencies)
+        # Requests throughout the phase: every worker still sending at its end, and no gap
+        # between answers longer than one call's timeout (20 s) and its pause.
+        ends = [self.started, *sorted(t for t in self.times if t <= ended), ended]
+        longest_gap = max(b - a for a, b in itertools.pairwise(ends))
         report = {
             "phase": phase,
             "requests": len(ordered),
@@ -187,11 +201,15 @@ class Traffic(threading.Thread):
             "p50_ms": round(statistics.median(ordered) * 1000, 1) if ordered else None,
             "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1) if ordered else None,
             "seconds": round(time.monotonic() - self.started),
+            "longest_gap_s": round(longest_gap, 1),
         }
         print("FLEET PHASE", json.dumps(report))
         if os.environ.get("FLEET_PHASES_REPORT"):
             with open(os.environ["FLEET_PHASES_REPORT"], "a") as out:
                 out.write(json.dumps(report) + "\n")
+        assert alive == self.workers, f"{phase}: {self.workers - alive} load worker(s) ended early"
+        assert ordered, f"{phase}: no request was sent"
+        assert longest_gap < 25, f"{phase}: no request answered for {longest_gap:.0f} s"
         return report
 
 
