@@ -35,7 +35,16 @@ def test_installed_collection_site_runs_against_the_host(tmp_path: Path) -> None
         "ANSIBLE_FORCE_COLOR": "0",
     }
     result = subprocess.run(
-        ["ansible-playbook", "-i", str(INVENTORY), "tfserving.fleet.site"],
+        # The host shares two cores with another scenario's load: each gate call may take
+        # longer than the 10 s a real node is given (one such call timed out in a CI run).
+        [
+            "ansible-playbook",
+            "-i",
+            str(INVENTORY),
+            "tfserving.fleet.site",
+            "-e",
+            "tfserving_gate_call_timeout=30",
+        ],
         cwd=tmp_path,  # no playbook-adjacent collections, no checkout
         capture_output=True,
         text=True,
