@@ -8,6 +8,7 @@ from types import ModuleType
 
 import pytest
 import role_templates
+from google.protobuf import text_format
 from plugin_files import load_plugin
 
 
@@ -104,7 +105,7 @@ def test_reference_configs_parse(kind: str, file_name: str, testdata: Path) -> N
 
 
 def test_bad_config_is_rejected(testdata: Path) -> None:
-    with pytest.raises(Exception, match="improperly"):
+    with pytest.raises(text_format.ParseError, match="improperly"):
         check_mod.parse("model_server", (testdata / "bad_model_config.txt").read_text())
 
 
