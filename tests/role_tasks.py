@@ -7,6 +7,7 @@ task's arguments come out as the module would receive them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,22 @@ def evaluate(value: Any, variables: dict[str, Any]) -> Any:
     if isinstance(result, dict):
         return {key: item for key, item in result.items() if item != "__omit__"}
     return result
+
+
+BLOCK_SECTIONS = ("block", "rescue", "always")
+
+
+def flat_tasks(
+    tasks: list[dict[str, Any]] | None,
+    inherited: dict[str, Any] | None = None,
+    keys: tuple[str, ...] = ("delegate_to", "become", "no_log"),
+) -> Iterator[dict[str, Any]]:
+    """Every task of a task list, blocks opened: each with the KEYS its blocks (and
+    INHERITED) set, its own winning, as Ansible passes them on."""
+    for task in tasks or []:
+        effective = {**(inherited or {}), **{k: task[k] for k in keys if k in task}}
+        if any(section in task for section in BLOCK_SECTIONS):
+            for section in BLOCK_SECTIONS:
+                yield from flat_tasks(task.get(section), effective, keys)
+        else:
+            yield {**effective, **task}

@@ -8,30 +8,16 @@ archives) end up owned by root, so the next run as the user cannot write them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from role_tasks import ROOT, load_yaml
+from role_tasks import ROOT, flat_tasks, load_yaml
 
 TASK_FILES = sorted(
     [*ROOT.glob("roles/*/tasks/*.yml"), *ROOT.glob("roles/*/handlers/*.yml")],
 )
 PLAYBOOKS = sorted(ROOT.glob("playbooks/*.yml"))
-SECTIONS = ("block", "rescue", "always")
-
-
-def walk(tasks: list[dict[str, Any]], inherited: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every task with the delegate_to and become it ends up with (blocks pass theirs on)."""
-    for task in tasks or []:
-        own = {k: task[k] for k in ("delegate_to", "become") if k in task}
-        effective = {**inherited, **own}
-        if any(section in task for section in SECTIONS):
-            for section in SECTIONS:
-                yield from walk(task.get(section) or [], effective)
-        else:
-            yield {"name": task.get("name", "?"), **effective}
 
 
 def controller_tasks(path: Path) -> list[dict[str, Any]]:
@@ -41,9 +27,9 @@ def controller_tasks(path: Path) -> list[dict[str, Any]]:
         for play in data:
             base = {"become": play["become"]} if "become" in play else {}
             for section in ("pre_tasks", "tasks", "post_tasks", "handlers"):
-                found += walk(play.get(section) or [], base)
+                found += flat_tasks(play.get(section), base)
         return [t for t in found if t.get("delegate_to") in ("localhost", "127.0.0.1")]
-    return [t for t in walk(data, {}) if t.get("delegate_to") in ("localhost", "127.0.0.1")]
+    return [t for t in flat_tasks(data) if t.get("delegate_to") in ("localhost", "127.0.0.1")]
 
 
 def test_the_roles_delegate_to_the_controller() -> None:

@@ -8,22 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from role_tasks import ROOT, load_yaml
+from role_tasks import ROOT, flat_tasks, load_yaml
 from test_controller_tasks import TASK_FILES
 
 WRITERS = {"ansible.builtin.copy", "ansible.builtin.template", "ansible.builtin.slurp"}
-
-
-def tasks_in(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    found = []
-    for task in tasks or []:
-        sections = [task.get(s) for s in ("block", "rescue", "always") if s in task]
-        if sections:
-            for section in sections:
-                found += [{"no_log": task.get("no_log"), **t} for t in tasks_in(section)]
-        else:
-            found.append(task)
-    return found
 
 
 def copies_a_key(task: dict[str, Any]) -> bool:
@@ -34,7 +22,7 @@ def copies_a_key(task: dict[str, Any]) -> bool:
 
 
 def test_the_check_finds_the_registry_key_copy() -> None:
-    tasks = tasks_in(load_yaml(ROOT / "roles/tfserving_registry/tasks/main.yml"))
+    tasks = flat_tasks(load_yaml(ROOT / "roles/tfserving_registry/tasks/main.yml"))
     assert any(copies_a_key(task) for task in tasks)
 
 
@@ -42,7 +30,7 @@ def test_the_check_finds_the_registry_key_copy() -> None:
 def test_key_copies_hide_their_output(path: Path) -> None:
     shown = [
         task.get("name", "?")
-        for task in tasks_in(load_yaml(path) or [])
+        for task in flat_tasks(load_yaml(path) or [])
         if copies_a_key(task) and not task.get("no_log")
     ]
     assert shown == [], f"{path.relative_to(ROOT)}: tasks that copy a key without no_log: {shown}"
