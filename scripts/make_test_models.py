@@ -8,6 +8,8 @@ Writes, under the output directory (default ``.cache/testdata/tfserving`` in the
                                              regress_x_to_y, regress_x_to_y2, regress_x2_to_y3
     saved_model_half_plus_three/00000123     y = 0.5 x + 3; serving_default,
                                              tensorflow/serving/regress
+    saved_model_query_of_death/00000123      y = x + 1; serving_default (predict x -> y);
+                                             an x holding 666 aborts the process (SIGABRT)
     good_model_config.txt, bad_model_config.txt, batching_config.txt, monitoring_config.txt
     README.md, .stamp
 
@@ -16,7 +18,8 @@ mode, ``tf.compat.v1.saved_model.Builder``, tag ``serve``) with the same signatu
 methods, keys and graph tensor names, the asset ``assets/foo.txt``, and variables. Both
 graphs read variables ``a``, ``b`` and ``c``, so either export is a valid version of the other
 model's directory (half_plus_three's saved_model.pb and variables/ copied over a
-half_plus_two version answer + 3).
+half_plus_two version answer + 3). query_of_death is the project's own: a request that
+kills the server it reaches, for the load balancer's retry policy.
 
 Cached by content: ``.stamp`` holds a hash of this file (and the TensorFlow version) and a
 run returns at once when it matches (``--force`` rebuilds). The set is built in a hidden
@@ -47,6 +50,7 @@ VERSION = "00000123"
 STAMP = ".stamp"
 ASSET_NAME = "foo.txt"
 ASSET_TEXT = "asset-file-contents"
+QUERY_OF_DEATH = 666.0
 PREDICT = "tensorflow/serving/predict"
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
@@ -94,6 +98,10 @@ edit: a change to the script, or a run with `--force`, replaces this directory.
 - `saved_model_half_plus_three/00000123`: y = 0.5 x + 3. Signatures `serving_default`
   (predict `x` to `y`) and `tensorflow/serving/regress`.
   `x=[[1.0],[2.0],[5.0]]` gives `y=[[3.5],[4.0],[5.5]]`.
+- `saved_model_query_of_death/00000123`: y = x + 1, signature `serving_default` (predict
+  `x` to `y`, float32 of shape [-1, 1]). `x=[[1.0],[2.0],[5.0]]` gives `y=[[2.0],[3.0],[6.0]]`;
+  an `x` holding 666 runs TensorFlow's Abort op, which ends the process with SIGABRT (the
+  real tensorflow_model_server and the stand-in alike): a query of death.
 - `good_model_config.txt`: ModelServerConfig text proto naming both models (base paths
   are the placeholders `${TEST_HALF_PLUS_TWO_DIR}` and `${TEST_HALF_PLUS_THREE_DIR}`).
 - `bad_model_config.txt`: not a text proto; must be rejected.
@@ -211,6 +219,44 @@ def build_half_plus_three(tf: Any) -> tuple[dict[str, Any], Any]:
     return signatures, main_op
 
 
+def build_query_of_death(tf: Any) -> tuple[dict[str, Any], None]:
+    """y = x + b (b = 1), except that an ``x`` holding QUERY_OF_DEATH aborts the process.
+
+    TensorFlow's Abort op ends the process (LOG(FATAL): SIGABRT) when it runs. It sits in
+    the true branch of a TF1 cond built from raw ops (Switch, a pivot Identity, Merge: no
+    function library, so the graph bytes do not depend on the process's op counter), and
+    ``y`` has a control dependency on the cond's Merge: without it the branch would be
+    pruned from the fetch and never run. Ordinary inputs take the false branch, where the
+    Abort is dead and skipped.
+    """
+    v1, raw = tf.compat.v1, tf.raw_ops
+    with tf.device("/device:CPU:0"):
+        b = v1.Variable(1.0, name="b", use_resource=False)
+        x = v1.placeholder(tf.float32, shape=[None, 1], name="x")
+        with tf.name_scope("query_of_death"):
+            hit_any = raw.Any(
+                input=raw.Equal(x=x, y=tf.constant(QUERY_OF_DEATH, name="value")),
+                axis=tf.constant([0, 1], name="axes"),
+                name="hit",
+            )
+            ordinary, hit = raw.Switch(data=hit_any, pred=hit_any, name="switch")
+            # A control edge from the Switch itself is never dead (it names no branch), so
+            # the branch's ops hang off a pivot Identity of the true output, as tf.cond's do.
+            pivot = tf.identity(hit, name="pivot")
+            with tf.control_dependencies([pivot]):
+                abort = raw.Abort(
+                    error_msg=f"query_of_death: x == {QUERY_OF_DEATH:g}", name="abort"
+                )
+            with tf.control_dependencies([abort]):
+                aborted = tf.identity(pivot, name="aborted")
+            guard, _ = raw.Merge(inputs=[ordinary, aborted], name="guard")
+        with tf.control_dependencies([guard]):
+            y = tf.identity(raw.Add(x=x, y=b), name="y")
+    info = v1.saved_model.utils.build_tensor_info
+    sig = v1.saved_model.signature_def_utils.build_signature_def
+    return {"serving_default": sig({"x": info(x)}, {"y": info(y)}, PREDICT)}, None
+
+
 def asset_and_main_op(tf: Any) -> Any:
     """Register the asset (a relative path: build_model runs in the asset's directory, so
     the graph holds no temporary path) and a main op that stores its name in a variable."""
@@ -258,6 +304,7 @@ def build_all(out: Path, stamp: str) -> None:
         for name, fn in (
             ("saved_model_half_plus_two_cpu", build_half_plus_two),
             ("saved_model_half_plus_three", build_half_plus_three),
+            ("saved_model_query_of_death", build_query_of_death),
         ):
             build_model(tf, staging / name / VERSION, fn, scratch)
         shutil.rmtree(scratch)

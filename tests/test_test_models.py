@@ -4,7 +4,8 @@ The suites (tests/, standin/tests, the molecule scenarios) rely on these exports
 TF Serving's own test data: signature names and methods, input and output keys, the graph
 tensor names behind them, the asset, and y = 0.5 x + 2 / 0.5 x + 3. Models run the way TF
 Serving runs them: ``tf.compat.v1.saved_model.loader.load`` into a Session, then the
-SignatureDef's tensor names.
+SignatureDef's tensor names. query_of_death (the fleet's retry test) answers x + 1, and an
+input holding 666 ends the process that runs it with SIGABRT.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 check_mod = load_plugin("modules", "tfserving_config_check")
 
 TWO, THREE = "saved_model_half_plus_two_cpu", "saved_model_half_plus_three"
+DEATH = "saved_model_query_of_death"
 VERSION = "00000123"
 PREDICT = "tensorflow/serving/predict"
 CLASSIFY = "tensorflow/serving/classify"
@@ -32,6 +38,7 @@ REGRESS = "tensorflow/serving/regress"
 X = [1.0, 2.0, 5.0]
 PLUS_TWO = [[2.5], [3.0], [4.5]]
 PLUS_THREE = [[3.5], [4.0], [5.5]]
+PLUS_ONE = [[2.0], [3.0], [6.0]]
 
 # signature -> (method, {input key: tensor name}, {output key: tensor name})
 SIGNATURES: dict[str, dict[str, tuple[str, dict[str, str], dict[str, str]]]] = {
@@ -45,6 +52,9 @@ SIGNATURES: dict[str, dict[str, tuple[str, dict[str, str], dict[str, str]]]] = {
     THREE: {
         "serving_default": (PREDICT, {"x": "x:0"}, {"y": "y:0"}),
         REGRESS: (REGRESS, {"inputs": "tf_example:0"}, {"outputs": "Identity:0"}),
+    },
+    DEATH: {
+        "serving_default": (PREDICT, {"x": "x:0"}, {"y": "y:0"}),
     },
 }
 
@@ -103,7 +113,7 @@ def test_one_version_dir_with_graph_variables_and_asset(testdata: Path, model: s
     assert (export / "assets" / "foo.txt").read_text() == "asset-file-contents"
 
 
-@pytest.mark.parametrize("model", [TWO, THREE])
+@pytest.mark.parametrize("model", [TWO, THREE, DEATH])
 def test_signatures_match_tf_servings_test_models(testdata: Path, model: str) -> None:
     meta = meta_graph(testdata / model / VERSION)
     assert list(meta.meta_info_def.tags) == ["serve"]
@@ -137,7 +147,9 @@ def test_asset_is_registered(testdata: Path, model: str) -> None:
 
 
 # ----- known answers -----------------------------------------------------------------------
-@pytest.mark.parametrize(("model", "want"), [(TWO, PLUS_TWO), (THREE, PLUS_THREE)])
+@pytest.mark.parametrize(
+    ("model", "want"), [(TWO, PLUS_TWO), (THREE, PLUS_THREE), (DEATH, PLUS_ONE)]
+)
 def test_predict_known_answers(testdata: Path, model: str, want: list) -> None:
     out = run_signature(testdata / model / VERSION, "serving_default", "x", column())
     assert out["y"].tolist() == want
@@ -180,6 +192,52 @@ def test_half_plus_three_swapped_into_half_plus_two_answers_plus_three(
     shutil.copytree(testdata / THREE / VERSION / "variables", version / "variables")
     out = run_signature(version, "serving_default", "x", column())
     assert out["y"].tolist() == PLUS_THREE
+
+
+# ----- query_of_death ----------------------------------------------------------------------
+def test_query_of_death_layout_and_near_misses(testdata: Path) -> None:
+    assert [p.name for p in (testdata / DEATH).iterdir()] == [VERSION]
+    export = testdata / DEATH / VERSION
+    x = meta_graph(export).signature_def["serving_default"].inputs["x"]
+    assert [d.size for d in x.tensor_shape.dim] == [-1, 1]
+    out = run_signature(export, "serving_default", "x", column([665.0, 667.0, -666.0]))
+    assert out["y"].tolist() == [[666.0], [668.0], [-665.0]]
+
+
+def test_query_of_death_abort_survives_pruning_to_the_output(testdata: Path) -> None:
+    """The Abort op is in what fetching y runs: a control dependency keeps it there."""
+    graph = meta_graph(testdata / DEATH / VERSION).graph_def
+    kept = tf.compat.v1.graph_util.extract_sub_graph(graph, ["y"])
+    assert [n.name for n in kept.node if n.op == "Abort"] == ["query_of_death/abort"]
+
+
+def test_query_of_death_aborts_the_process_on_666(testdata: Path) -> None:
+    """Loaded as TF Serving loads it, in a process of its own: an ordinary input answers,
+    then a batch holding 666 ends the process with SIGABRT before any answer."""
+    code = textwrap.dedent(
+        """
+        import os, sys
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        import numpy as np
+        import tensorflow as tf
+        with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+            tf.compat.v1.saved_model.loader.load(sess, ["serve"], sys.argv[1])
+            y = sess.run("y:0", {"x:0": np.array([[1.0]], np.float32)})
+            print("ordinary", y.tolist(), flush=True)
+            y = sess.run("y:0", {"x:0": np.array([[1.0], [666.0]], np.float32)})
+            print("survived", y.tolist(), flush=True)
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(testdata / DEATH / VERSION)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.stdout.splitlines() == ["ordinary [[2.0]]"], run.stdout + run.stderr[-2000:]
+    assert run.returncode == -signal.SIGABRT, run.stderr[-2000:]
+    assert "Abort_op intentional failure; query_of_death: x == 666" in run.stderr
 
 
 # ----- config files ------------------------------------------------------------------------
