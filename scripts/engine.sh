@@ -35,7 +35,8 @@ else
   if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
     rm -f /var/run/docker.pid
   fi
-  nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  # Its own session: the engine outlives the shell (and process group) that started it.
+  setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
 fi
 
 for _ in $(seq "$DOCKER_WAIT_SECONDS"); do

@@ -55,6 +55,7 @@ def module_args(task: dict[str, Any]) -> tuple[str, Any]:
     keywords = {
         "name", "vars", "when", "register", "loop", "loop_control", "delegate_to",
         "run_once", "changed_when", "failed_when", "notify", "become", "no_log", "tags",
+        "check_mode", "diff", "throttle",
     }  # fmt: skip
     modules = [key for key in task if key not in keywords]
     if len(modules) != 1:

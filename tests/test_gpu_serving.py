@@ -77,7 +77,13 @@ def container_spec(
     """The arguments of the tfserving role's serving container for such a host."""
     host = _host(gpu, groups, tfserving_image_source="pull", **overrides)
     host["tfserving_image_ref"] = _image_ref(host)
-    module, args = module_args(task_file("tfserving", "container.yml", "Run the serving container"))
+    module, args = module_args(
+        task_file(
+            "tfserving",
+            "container-spec.yml",
+            "Run the serving container (only compared when planning)",
+        )
+    )
     assert module == "community.docker.docker_container"
     return evaluate(args, host)
 
@@ -146,7 +152,13 @@ def test_small_host_gets_the_minimum_pids_limit_and_limits_are_passed_on() -> No
     host_facts = {"default_ipv4": {"address": "10.0.10.21"}, "processor_vcpus": 2}
     host = _host(False, tfserving_memory_limit="8g", tfserving_cpus=1.5)
     spec = evaluate(
-        module_args(task_file("tfserving", "container.yml", "Run the serving container"))[1],
+        module_args(
+            task_file(
+                "tfserving",
+                "container-spec.yml",
+                "Run the serving container (only compared when planning)",
+            )
+        )[1],
         {**host, "ansible_facts": host_facts, "tfserving_image": "img"},
     )
     assert int(spec["pids_limit"]) == 1024

@@ -69,9 +69,12 @@ class FakeHAProxy:
             for i, (name, s) in enumerate(self.servers.items()):
                 lines.append(f"3 tfserving_grpc {i + 1} {name} 10.0.0.{i + 1} 2 {s['flags']}")
             return "\n".join(lines) + "\n\n"
-        if command.startswith("set server tfserving_grpc/node1 state "):
+        if command.startswith("set server tfserving_grpc/") and " state " in command:
+            name = command.split("/", 1)[1].split(" ", 1)[0]
+            if name not in self.servers:
+                return "No such server.\n\n"
             state = command.rsplit(" ", 1)[1]
-            node["flags"] = {"ready": 0, "drain": 0x08, "maint": 0x01}[state]
+            self.servers[name]["flags"] = {"ready": 0, "drain": 0x08, "maint": 0x01}[state]
             return "\n"
         if command.startswith("set server"):
             return "No such server.\n\n"
@@ -165,3 +168,56 @@ def test_query_changes_nothing(haproxy: FakeHAProxy) -> None:
 def test_unknown_server_is_a_clear_error(haproxy: FakeHAProxy) -> None:
     with pytest.raises(mod.RuntimeError_, match="tfserving_grpc/node9 is not in HAProxy"):
         run(haproxy, "drained", server="node9")
+
+
+def _fleet(haproxy: FakeHAProxy, **others: dict[str, object]) -> None:
+    for name, state in others.items():
+        haproxy.servers[name] = {"status": "UP", "flags": 0, "scur": 0, "check": "L7OK", **state}
+
+
+def test_drain_with_every_other_server_up_goes_ahead(haproxy: FakeHAProxy) -> None:
+    _fleet(haproxy, node2={}, node3={})
+    result = run(haproxy, "drained", timeout=1, max_unavailable=1, peers_timeout=1)
+    assert result["after"]["admin"] == "drain"
+    assert result["out_of_service"] == []
+
+
+def test_drain_waits_for_a_server_that_is_out_to_come_back(haproxy: FakeHAProxy) -> None:
+    _fleet(haproxy, node2={"status": "DOWN"}, node3={})
+    # node2 comes back while the drain of node1 waits.
+    threading.Timer(0.2, lambda: haproxy.servers["node2"].update(status="UP")).start()
+    result = run(haproxy, "drained", timeout=1, max_unavailable=1, peers_timeout=5)
+    assert result["after"]["admin"] == "drain"
+    assert result["waited"] >= 0.2
+
+
+def test_drain_stops_naming_the_server_that_stays_out(haproxy: FakeHAProxy) -> None:
+    _fleet(haproxy, node2={"flags": 0x08}, node3={})
+    with pytest.raises(
+        mod.RuntimeError_,
+        match=r"node1 stays in service: at most 1 server.* node2 \(DRAIN, drain\)\. Waited 0.2 s",
+    ):
+        run(haproxy, "drained", timeout=1, max_unavailable=1, peers_timeout=0.2)
+    assert haproxy.servers["node1"]["flags"] == 0  # never drained
+
+
+def test_drain_fails_at_once_when_the_server_out_is_in_the_same_batch(
+    haproxy: FakeHAProxy,
+) -> None:
+    _fleet(haproxy, node2={"flags": 0x08}, node3={})
+    with pytest.raises(mod.RuntimeError_, match=r"node2 .*same rollout batch"):
+        run(haproxy, "drained", max_unavailable=1, peers_timeout=60, batch=["node1", "node2"])
+    assert haproxy.servers["node1"]["flags"] == 0
+
+
+def test_a_larger_budget_lets_a_second_server_out(haproxy: FakeHAProxy) -> None:
+    _fleet(haproxy, node2={"flags": 0x08}, node3={})
+    result = run(haproxy, "drained", timeout=1, max_unavailable=2, peers_timeout=0.2)
+    assert result["out_of_service"] == ["node2"]
+
+
+def test_a_server_already_out_is_drained_without_the_check(haproxy: FakeHAProxy) -> None:
+    _fleet(haproxy, node2={"status": "DOWN"}, node3={"status": "DOWN"})
+    haproxy.servers["node1"]["status"] = "DOWN"
+    result = run(haproxy, "drained", timeout=1, max_unavailable=1, peers_timeout=0.1)
+    assert result["after"]["admin"] == "drain"

@@ -79,5 +79,13 @@ def test_inventory_batch_reaches_serial(
     assert batches(tmp_path, {"tfserving_rollout_batch": batch}) == expected
 
 
-def test_without_a_batch_every_node_goes_at_once(tmp_path: Path) -> None:
-    assert batches(tmp_path, {}) == [["n1", "n2", "n3", "n4", "n5"]]
+def test_without_a_batch_one_node_goes_at_a_time(tmp_path: Path) -> None:
+    assert batches(tmp_path, {}) == [["n1"], ["n2"], ["n3"], ["n4"], ["n5"]]
+
+
+@pytest.mark.parametrize("playbook", ["docker.yml", "gpu.yml", "serve.yml"])
+def test_every_rolling_play_reads_the_same_batches(playbook: str) -> None:
+    plays = yaml.safe_load((ROOT / "playbooks" / playbook).read_text())
+    docker = yaml.safe_load((ROOT / "playbooks" / "docker.yml").read_text())
+    serial = {play["serial"] for play in plays if "serial" in play}
+    assert serial == {play["serial"] for play in docker if "serial" in play}

@@ -81,6 +81,14 @@ def test_a_request_is_tried_on_at_most_one_more_node() -> None:
     assert "response-timeout" not in defaults
     assert "option redispatch 1" in defaults
     assert "load-server-state-from-file global" in defaults
+    # A node whose server died is marked DOWN on its first refused connection, so the one
+    # retry of the requests it refuses goes to a live node.
+    for backend in ("tfserving_grpc",):
+        assert re.search(
+            r"^\s*default-server check .* observe layer4 error-limit 1 on-error mark-down( |$)",
+            section(render(), f"backend {backend}"),
+            re.M,
+        )
 
 
 def test_reload_config_rpc_is_denied_and_the_exporter_has_its_own_port() -> None:

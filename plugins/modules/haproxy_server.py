@@ -26,6 +26,12 @@ description:
   - C(state=ready) takes the server out of drain or maintenance and waits until HAProxy's
     health check reports it UP.
   - C(state=query) changes nothing and returns the server's state.
+  - With O(max_unavailable), a server that is in service is drained only while fewer than
+    that many servers of the backend are out of service (not UP, drained or in
+    maintenance), itself not counted. The module waits (O(peers_timeout)) for the others to
+    come back, and fails at once when one that is out is in O(batch) (it cannot come back
+    while this turn waits). A server already out of service is drained without the check,
+    taking it out costs no capacity.
   - The state set here lives in the running process; the tfserving_lb role saves it across
     reloads (server-state-file).
 options:
@@ -60,6 +66,23 @@ options:
     description: Wait as described above (false - set the state and return).
     type: bool
     default: true
+  max_unavailable:
+    description:
+      - With C(state=drained), how many servers of the backend may be out of service at
+        once, this one included. C(0) drains without looking at the others.
+    type: int
+    default: 0
+  peers_timeout:
+    description: Longest wait in seconds for enough of the other servers to be back in service.
+    type: float
+    default: 120
+  batch:
+    description:
+      - The servers of this rollout batch. One of them out of service fails the check at once
+        instead of being waited for.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -142,29 +165,77 @@ def _table(text: str) -> list[dict[str, str]]:
     return []
 
 
-def read_state(send: Send, backend: str, server: str) -> ServerState:
-    stats = [
-        row
-        for row in _table(send("show stat"))
-        if row.get("pxname") == backend and row.get("svname") == server
-    ]
-    if not stats:
-        raise RuntimeError_(f"server {backend}/{server} is not in HAProxy's configuration")
-    flags_rows = [
-        row
+def read_backend(send: Send, backend: str) -> dict[str, ServerState]:
+    """Every server of the backend, by name."""
+    flags = {
+        row.get("srv_name", ""): int(row.get("srv_admin_state", "0") or 0)
         for row in _table(send(f"show servers state {backend}"))
-        if row.get("srv_name") == server
-    ]
-    flags = int(flags_rows[0].get("srv_admin_state", "0")) if flags_rows else 0
-    admin = "maint" if flags & _MAINT_FLAGS else "drain" if flags & _DRAIN_FLAGS else "ready"
-    row = stats[0]
-    return ServerState(
-        status=row.get("status", ""),
-        admin=admin,
-        sessions=int(row.get("scur") or 0),
-        queued=int(row.get("qcur") or 0),
-        check=row.get("check_status", ""),
-    )
+    }
+    servers = {}
+    for row in _table(send("show stat")):
+        name = row.get("svname", "")
+        if row.get("pxname") != backend or name in ("FRONTEND", "BACKEND"):
+            continue
+        flag = flags.get(name, 0)
+        servers[name] = ServerState(
+            status=row.get("status", ""),
+            admin="maint" if flag & _MAINT_FLAGS else "drain" if flag & _DRAIN_FLAGS else "ready",
+            sessions=int(row.get("scur") or 0),
+            queued=int(row.get("qcur") or 0),
+            check=row.get("check_status", ""),
+        )
+    return servers
+
+
+def read_state(send: Send, backend: str, server: str) -> ServerState:
+    servers = read_backend(send, backend)
+    if server not in servers:
+        raise RuntimeError_(f"server {backend}/{server} is not in HAProxy's configuration")
+    return servers[server]
+
+
+def _describe(name: str, state: ServerState) -> str:
+    return f"{name} ({state.status}, {state.admin})"
+
+
+def wait_for_peers(
+    send: Send,
+    backend: str,
+    server: str,
+    max_unavailable: int,
+    batch: list[str],
+    timeout: float,
+    interval: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> list[str]:
+    """Wait until fewer than max_unavailable other servers are out of service.
+
+    Returns the names of those out of service at the end; raises RuntimeError_ naming them
+    when one of them is in ``batch`` or when the wait runs out."""
+    start = clock()
+    while True:
+        servers = read_backend(send, backend)
+        out = {n: s for n, s in servers.items() if n != server and not s.up}
+        if len(out) < max_unavailable:
+            return sorted(out)
+        names = ", ".join(_describe(n, s) for n, s in sorted(out.items()))
+        rule = (
+            f"{server} stays in service: at most {max_unavailable} server(s) of {backend} may "
+            f"be out at once (tfserving_lb_max_unavailable) and {len(out)} other(s) are out: "
+            f"{names}."
+        )
+        if any(n in batch for n in out):
+            raise RuntimeError_(
+                f"{rule} They are in the same rollout batch: make tfserving_rollout_batch at "
+                f"most tfserving_lb_max_unavailable."
+            )
+        if clock() - start >= timeout:
+            raise RuntimeError_(
+                f"{rule} Waited {timeout:g} s for them to come back; bring them back (or "
+                f"raise tfserving_lb_max_unavailable) and run again."
+            )
+        sleep(interval)
 
 
 def _set(send: Send, backend: str, server: str, state: str) -> None:
@@ -183,13 +254,29 @@ def apply(
     timeout: float = 60.0,
     interval: float = 0.5,
     wait: bool = True,
+    max_unavailable: int = 0,
+    peers_timeout: float = 120.0,
+    batch: list[str] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, object]:
     """Do what state asks; return before/after/changed/waited, raise RuntimeError_ on failure."""
     before = read_state(send, backend, server)
     start = clock()
+    out_of_service: list[str] = []
     if state == "drained":
+        if max_unavailable > 0 and before.up:
+            out_of_service = wait_for_peers(
+                send,
+                backend,
+                server,
+                max_unavailable,
+                batch or [],
+                peers_timeout,
+                interval,
+                clock,
+                sleep,
+            )
         _set(send, backend, server, "drain")
         done: Callable[[ServerState], bool] = lambda s: s.sessions == 0 and s.queued == 0  # noqa: E731
         goal = "no session and no queued request"
@@ -200,7 +287,13 @@ def apply(
         goal = "the health check to report it UP"
         changed = before.admin != "ready"
     else:
-        return {"changed": False, "before": asdict(before), "after": asdict(before), "waited": 0.0}
+        return {
+            "changed": False,
+            "before": asdict(before),
+            "after": asdict(before),
+            "out_of_service": [],
+            "waited": 0.0,
+        }
     after = read_state(send, backend, server)
     while wait and not done(after):
         if clock() - start >= timeout:
@@ -215,6 +308,7 @@ def apply(
         "changed": changed,
         "before": asdict(before),
         "after": asdict(after),
+        "out_of_service": out_of_service,
         "waited": round(clock() - start, 2),
     }
 
@@ -235,6 +329,9 @@ def main() -> None:
             "timeout": {"type": "float", "default": 60.0},
             "interval": {"type": "float", "default": 0.5},
             "wait": {"type": "bool", "default": True},
+            "max_unavailable": {"type": "int", "default": 0},
+            "peers_timeout": {"type": "float", "default": 120.0},
+            "batch": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=False,
     )
@@ -248,6 +345,9 @@ def main() -> None:
             timeout=params["timeout"],
             interval=params["interval"],
             wait=params["wait"],
+            max_unavailable=params["max_unavailable"],
+            peers_timeout=params["peers_timeout"],
+            batch=params["batch"],
         )
     except (OSError, RuntimeError_) as error:
         module.fail_json(msg=f"HAProxy runtime API at {params['socket']}: {error}")

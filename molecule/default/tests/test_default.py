@@ -299,6 +299,55 @@ def test_stuck_version_fails_the_play_within_the_gate_timeout(host, address: str
     shutil.rmtree(stuck)
 
 
+def _serving(host) -> dict[str, object]:
+    c = container(host)
+    return {"id": c["Id"], "image": c["Image"], "args": c["Args"]}
+
+
+def _no_previous_left(host) -> None:
+    assert host.run("docker inspect tfserving-previous").rc != 0
+    assert not host.file("/srv/tfserving/previous").exists
+
+
+def test_a_flag_the_server_cannot_parse_restores_the_previous_container(host, address: str) -> None:
+    """A new flag value that makes the server exit at start (the real server exits on a
+    known flag it cannot parse too): the previous container comes back with its image,
+    flags and config files, and its versions answer."""
+    before = _serving(host)
+    extra = {
+        **half_plus_two_copy(HALF_PLUS_THREE),
+        "tfserving_extra_args": ["--file_system_poll_wait_seconds=abc"],
+        "tfserving_gate_timeout": 120,
+    }
+    result = converge(SCENARIO_DIR, extra, playbook=SERVE)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "did not pass the readiness gate (crashed)" in output, output[-4000:]
+    assert "The previous container is back, with its image, flags and config files." in output
+    assert "file_system_poll_wait_seconds" in output.split("Last lines of the server log:")[-1]
+    after = _serving(host)
+    assert after == before, "the container that serves is not the previous one"
+    assert container(host)["State"]["Running"] is True
+    assert predict_half_plus_two(address) == HALF_PLUS_THREE
+    _no_previous_left(host)
+
+
+def test_a_container_docker_refuses_leaves_the_previous_one_serving(host, address: str) -> None:
+    """Docker refuses the new container (a memory limit below its minimum passes the size
+    check): the previous one, stopped to free its ports, is started again."""
+    before = _serving(host)
+    extra = {**half_plus_two_copy(HALF_PLUS_THREE), "tfserving_memory_limit": "1m"}
+    result = converge(SCENARIO_DIR, extra, playbook=SERVE)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Docker refused the new serving container" in output, output[-4000:]
+    assert "The previous container serves again" in output
+    assert _serving(host) == before
+    assert container(host)["State"]["Running"] is True
+    assert predict_half_plus_two(address) == HALF_PLUS_THREE
+    _no_previous_left(host)
+
+
 def test_crash_loop_at_start_is_stopped_with_the_server_reason(host, testdata: Path) -> None:
     """A first deploy of the container with a new model whose only version does not load:
     the server exits at start, which its restart policy would repeat forever."""
