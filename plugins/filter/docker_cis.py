@@ -1,7 +1,13 @@
 """CIS Docker Benchmark checks on what `docker info`, `docker inspect` and daemon.json show.
 
 The items are those the project applies (daemon section 2, container runtime section 5,
-and 4.1 for the container user); numbers as in the CIS Docker Benchmark.
+and 4.1 for the container user); numbers as in the CIS Docker Benchmark v1.6.0 (section 5
+starts with 5.1 swarm mode, so 5.10 is the host network and 5.32 the Docker socket).
+
+Every container on the host is judged, stopped ones too (they run again on a start or a
+reboot with what they hold). An exception covers an item on the project's own labelled
+container (org.tfserving-fleet.role=tfserving) only: the same setting on any other
+container is judged as if there were no exception.
 
 {{ host_info | docker_cis_audit(daemon_json, containers, bridge, service_address) }}
     -> {'rows': [{'item': '2.15', 'title': ..., 'status': 'PASS', 'found': ...}, ...],
@@ -12,6 +18,7 @@ and 4.1 for the container user); numbers as in the CIS Docker Benchmark.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +28,13 @@ WARN = "WARN"
 FAIL = "FAIL"
 _ORDER = {PASS: 0, WARN: 1, FAIL: 2}
 
-# The project's own containers carry this label; they must meet every item the project
-# applies (FAIL), other containers on the host are reported (WARN) unless an item is a
-# hard one (privileged, Docker socket, port on every interface).
+# The project's own containers carry this label (roles/tfserving/tasks/container-spec.yml);
+# they must meet every item the project applies (FAIL), other containers on the host are
+# reported (WARN) unless an item is a hard one (privileged, host namespaces, sensitive
+# mounts, runtime sockets, unconfined seccomp or AppArmor, host devices, a restart policy
+# without a bound, a port on every interface). Exceptions apply to labelled ones only.
 PROJECT_LABEL = "org.tfserving-fleet.role"
+PROJECT_ROLE = "tfserving"
 
 DEFAULT_EXCEPTIONS: dict[str, str] = {
     "2.9": (
@@ -35,7 +45,10 @@ DEFAULT_EXCEPTIONS: dict[str, str] = {
         "the serving container restarts unless-stopped: a crash is always restarted, and the"
         " readiness gate, not a retry count, detects a crash loop and stops the container"
     ),
-    "5.18": "GPU containers are given the host's GPUs (device_requests, driver nvidia)",
+    "5.18": (
+        "the serving container on a GPU host is given the host's GPUs (device_requests,"
+        " driver nvidia); host device nodes are never excepted"
+    ),
 }
 
 DANGEROUS_CAPS = frozenset(
@@ -44,7 +57,17 @@ DANGEROUS_CAPS = frozenset(
 REMOTE_LOG_DRIVERS = frozenset(
     {"syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "gcplogs", "etwlogs"}
 )
-DOCKER_SOCKETS = frozenset({"/var/run/docker.sock", "/run/docker.sock"})
+# Container runtime sockets (5.32): a mount of one, or of a directory that holds one,
+# gives the container the engine (and so the host).
+RUNTIME_SOCKETS = (
+    "/run/docker.sock",
+    "/var/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/var/run/containerd/containerd.sock",
+)
+SOCKET_NAMES = ("docker.sock", "containerd.sock")
+# Sensitive host directories (5.6): / itself, these or anything under them.
+SENSITIVE_DIRS = ("/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr")
 EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::"})
 
 Container = Mapping[str, Any]
@@ -54,14 +77,24 @@ Container = Mapping[str, Any]
 class Finding:
     status: str
     found: str
+    # False where no exception may cover it (host devices are never the GPU exception).
+    excusable: bool = True
 
 
 def _worst(findings: list[Finding]) -> str:
     return max((f.status for f in findings), key=_ORDER.__getitem__, default=PASS)
 
 
+def _running(container: Container) -> bool:
+    return bool((container.get("State") or {}).get("Running"))
+
+
 def _name(container: Container) -> str:
-    return str(container.get("Name", "?")).lstrip("/")
+    """The container's name; a container that is not running says its state."""
+    name = str(container.get("Name", "?")).lstrip("/")
+    if _running(container):
+        return name
+    return f"{name} ({(container.get('State') or {}).get('Status') or 'stopped'})"
 
 
 def _host(container: Container) -> Mapping[str, Any]:
@@ -70,7 +103,32 @@ def _host(container: Container) -> Mapping[str, Any]:
 
 def _is_project(container: Container) -> bool:
     labels = (container.get("Config") or {}).get("Labels") or {}
-    return PROJECT_LABEL in labels
+    return labels.get(PROJECT_LABEL) == PROJECT_ROLE
+
+
+def _security_opt(container: Container, key: str) -> str | None:
+    """The value of ``key=value`` (or the older ``key:value``) in HostConfig.SecurityOpt."""
+    for option in _host(container).get("SecurityOpt") or []:
+        text = str(option)
+        cut = min((i for i in (text.find("="), text.find(":")) if i >= 0), default=len(text))
+        if text[:cut] == key:
+            return text[cut + 1 :]
+    return None
+
+
+def _mount_sources(container: Container) -> list[str]:
+    """The host paths of the container's mounts, normalised (/etc/ is /etc)."""
+    sources = []
+    for mount in container.get("Mounts") or []:
+        source = str(mount.get("Source") or "")
+        if source.startswith("/"):
+            sources.append(posixpath.normpath(source).replace("//", "/"))
+    return sources
+
+
+def _under(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or lies under it (everything lies under /)."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def _miss(container: Container) -> str:
@@ -156,6 +214,15 @@ def check_user(c: Container, ctx: Mapping[str, Any]) -> Finding:
     return Finding(_miss(c), "runs as root")
 
 
+def check_apparmor(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    profile = str(c.get("AppArmorProfile") or "")
+    if "unconfined" in (profile, _security_opt(c, "apparmor")):
+        return Finding(FAIL, "AppArmor unconfined")
+    if profile:
+        return Finding(PASS, f"AppArmor {profile}")
+    return Finding(PASS, "no AppArmor on this host")
+
+
 def check_caps(c: Container, ctx: Mapping[str, Any]) -> Finding:
     added = {str(x).upper().removeprefix("CAP_") for x in _host(c).get("CapAdd") or []}
     dropped = {str(x).upper().removeprefix("CAP_") for x in _host(c).get("CapDrop") or []}
@@ -172,6 +239,34 @@ def check_privileged(c: Container, ctx: Mapping[str, Any]) -> Finding:
     if _host(c).get("Privileged"):
         return Finding(FAIL, "privileged")
     return Finding(PASS, "not privileged")
+
+
+def check_sensitive_mounts(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    mounted = sorted(
+        {s for s in _mount_sources(c) if s == "/" or any(_under(s, d) for d in SENSITIVE_DIRS)}
+    )
+    if mounted:
+        return Finding(FAIL, "mounts " + ", ".join(mounted))
+    return Finding(PASS, "no sensitive host directory")
+
+
+def _namespace_check(key: str, what: str) -> Callable[[Container, Mapping[str, Any]], Finding]:
+    """5.10, 5.16, 5.17, 5.21: the container must not join the host's namespace."""
+
+    def check(c: Container, ctx: Mapping[str, Any]) -> Finding:
+        mode = str(_host(c).get(key) or "")
+        if mode == "host":
+            return Finding(FAIL, f"host {what}")
+        return Finding(PASS, f"{what} {mode}" if mode else f"own {what}")
+
+    check.__name__ = f"check_{key}"
+    return check
+
+
+check_host_network = _namespace_check("NetworkMode", "network")
+check_host_pid = _namespace_check("PidMode", "PID namespace")
+check_host_ipc = _namespace_check("IpcMode", "IPC namespace")
+check_host_uts = _namespace_check("UTSMode", "UTS namespace")
 
 
 def check_memory(c: Container, ctx: Mapping[str, Any]) -> Finding:
@@ -202,10 +297,16 @@ def check_bind(c: Container, ctx: Mapping[str, Any]) -> Finding:
     named = str(ctx.get("service_address") or "")
     wide: list[str] = []
     bound: list[str] = []
-    for port, bindings in sorted(((c.get("NetworkSettings") or {}).get("Ports") or {}).items()):
+    # A stopped container shows no NetworkSettings.Ports: its PortBindings are what it
+    # binds when it starts again.
+    if _running(c):
+        ports = (c.get("NetworkSettings") or {}).get("Ports") or {}
+    else:
+        ports = _host(c).get("PortBindings") or {}
+    for port, bindings in sorted(ports.items()):
         for binding in bindings or []:
             address = str(binding.get("HostIp") or "")
-            text = f"{address or '0.0.0.0'}:{binding.get('HostPort')}->{port}"
+            text = f"{address or '0.0.0.0'}:{binding.get('HostPort') or '(any)'}->{port}"
             (wide if address in EVERY_INTERFACE else bound).append(text)
     if wide:
         status = FAIL if named and named not in EVERY_INTERFACE else WARN
@@ -217,24 +318,40 @@ def check_restart(c: Container, ctx: Mapping[str, Any]) -> Finding:
     policy = _host(c).get("RestartPolicy") or {}
     name = str(policy.get("Name") or "no")
     retries = int(policy.get("MaximumRetryCount") or 0)
+    shown = f"{name}" + (f":{retries}" if name == "on-failure" else "")
     if name == "no" or (name == "on-failure" and 0 < retries <= 5):
-        return Finding(PASS, f"{name}" + (f":{retries}" if name == "on-failure" else ""))
-    return Finding(WARN, f"{name}" + (f":{retries}" if name == "on-failure" else ""))
+        return Finding(PASS, shown)
+    # Restarted without end: the serving container's documented exception, no other's.
+    return Finding(FAIL, shown)
+
+
+def _is_gpu_request(request: Mapping[str, Any]) -> bool:
+    return request.get("Driver") == "nvidia" or "gpu" in str(request.get("Capabilities"))
 
 
 def check_devices(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    """Host device nodes FAIL on any container (no exception covers them); GPUs given by
+    device_requests are the GPU server's documented exception, a FAIL on any other."""
     host = _host(c)
     devices = [str(d.get("PathOnHost")) for d in host.get("Devices") or []]
-    gpus = [
-        r
-        for r in host.get("DeviceRequests") or []
-        if r.get("Driver") == "nvidia" or "gpu" in str(r.get("Capabilities"))
-    ]
+    requests = list(host.get("DeviceRequests") or [])
     if devices:
-        return Finding(WARN, "host devices " + ", ".join(devices))
-    if gpus:
-        return Finding(WARN, "GPUs (device_requests)")
+        return Finding(FAIL, "host devices " + ", ".join(devices), excusable=False)
+    if requests and all(_is_gpu_request(r) for r in requests):
+        return Finding(FAIL, "GPUs (device_requests)")
+    if requests:
+        drivers = ", ".join(sorted({str(r.get("Driver") or "default") for r in requests}))
+        return Finding(FAIL, f"device_requests (driver {drivers})", excusable=False)
     return Finding(PASS, "no host devices")
+
+
+def check_seccomp(c: Container, ctx: Mapping[str, Any]) -> Finding:
+    profile = _security_opt(c, "seccomp")
+    if profile == "unconfined":
+        return Finding(FAIL, "seccomp unconfined")
+    if profile:
+        return Finding(PASS, "custom seccomp profile")
+    return Finding(PASS, "default seccomp profile")
 
 
 def check_container_no_new_privileges(c: Container, ctx: Mapping[str, Any]) -> Finding:
@@ -254,43 +371,70 @@ def check_pids(c: Container, ctx: Mapping[str, Any]) -> Finding:
 
 
 def check_socket(c: Container, ctx: Mapping[str, Any]) -> Finding:
-    mounted = sorted(
-        {
-            str(m.get("Source"))
-            for m in c.get("Mounts") or []
-            if str(m.get("Source")) in DOCKER_SOCKETS
-            or str(m.get("Source")).endswith("/docker.sock")
-        }
-    )
+    """A runtime socket mounted, or a directory above one (/, /run, /var/run, /var)."""
+    mounted: list[str] = []
+    for source in sorted(set(_mount_sources(c))):
+        if source.endswith(tuple("/" + n for n in SOCKET_NAMES)):
+            mounted.append(source)
+            continue
+        held = [s for s in RUNTIME_SOCKETS if _under(s, source)]
+        if held:
+            names = [n for n in SOCKET_NAMES if any(s.endswith("/" + n) for s in held)]
+            mounted.append(f"{source} (holds {', '.join(names)})")
     if mounted:
         return Finding(FAIL, "mounts " + ", ".join(mounted))
-    return Finding(PASS, "no Docker socket")
+    return Finding(PASS, "no Docker or containerd socket")
 
 
 ContainerCheck = Callable[[Container, Mapping[str, Any]], Finding]
 CONTAINER_CHECKS: list[tuple[str, str, ContainerCheck]] = [
     ("4.1", "Containers run as a non-root user", check_user),
+    ("5.2", "AppArmor is not disabled", check_apparmor),
     ("5.4", "Linux capabilities are restricted", check_caps),
     ("5.5", "No privileged containers", check_privileged),
+    ("5.6", "Sensitive host directories are not mounted", check_sensitive_mounts),
+    ("5.10", "The host network namespace is not shared", check_host_network),
     ("5.11", "Memory usage is limited", check_memory),
     ("5.12", "CPU usage is limited", check_cpu),
     ("5.13", "Root filesystem is read-only", check_read_only),
     ("5.14", "Ports bind to a named host address", check_bind),
     ("5.15", "Restart policy is on-failure with at most 5 retries", check_restart),
+    ("5.16", "The host PID namespace is not shared", check_host_pid),
+    ("5.17", "The host IPC namespace is not shared", check_host_ipc),
     ("5.18", "Host devices are not exposed", check_devices),
+    ("5.21", "The host UTS namespace is not shared", check_host_uts),
+    ("5.22", "The default seccomp profile is not disabled", check_seccomp),
     ("5.26", "Containers cannot acquire new privileges", check_container_no_new_privileges),
     ("5.29", "PIDs are limited", check_pids),
-    ("5.32", "The Docker socket is not mounted", check_socket),
+    ("5.32", "The Docker and containerd sockets are not mounted", check_socket),
 ]
 
 
-def _container_row(check: ContainerCheck, containers: list[Container], ctx: Mapping[str, Any]):
+def _container_row(
+    item: str,
+    check: ContainerCheck,
+    containers: list[Container],
+    ctx: Mapping[str, Any],
+    exceptions: Mapping[str, str],
+) -> tuple[Finding, bool]:
+    """The item's row over every container, and whether an exception applied.
+
+    An exception turns a finding on the project's labelled container into WARN; on any
+    other container, or for a finding no exception may cover, the finding stands.
+    """
     if not containers:
-        return Finding(PASS, "no running containers")
-    results = [(_name(c), check(c, ctx)) for c in containers]
+        return Finding(PASS, "no containers"), False
+    results: list[tuple[str, Finding]] = []
+    applied = False
+    for c in containers:
+        finding = check(c, ctx)
+        if finding.status != PASS and item in exceptions and finding.excusable and _is_project(c):
+            finding = Finding(WARN, f"{finding.found} (documented exception)")
+            applied = True
+        results.append((_name(c), finding))
     status = _worst([f for _, f in results])
     shown = [(n, f) for n, f in results if f.status == status]
-    return Finding(status, "; ".join(f"{n}: {f.found}" for n, f in shown))
+    return Finding(status, "; ".join(f"{n}: {f.found}" for n, f in shown)), applied
 
 
 def docker_cis_audit(
@@ -304,7 +448,9 @@ def docker_cis_audit(
     """Every item's row, the exceptions (and whether they applied), the items that FAIL.
 
     ``exceptions`` is merged over DEFAULT_EXCEPTIONS (a null or empty reason drops one).
-    An item on the list that does not pass is reported WARN with the reason, never FAIL.
+    A daemon item on the list that does not pass is reported WARN, never FAIL; a container
+    item on the list is WARN on the project's labelled container only. ``containers`` are
+    every container on the host, stopped ones included.
     """
     daemon = daemon or {}
     merged = {**DEFAULT_EXCEPTIONS, **(exceptions or {})}
@@ -313,22 +459,22 @@ def docker_cis_audit(
         "service_address": service_address,
         "daemon_no_new_privileges": daemon.get("no-new-privileges") is True,
     }
-    running = [c for c in containers if (c.get("State") or {}).get("Running")]
     rows: list[dict[str, str]] = []
-    findings: list[tuple[str, str, Finding]] = [
-        (item, title, check(info, daemon, bridge)) for item, title, check in DAEMON_CHECKS
-    ]
-    findings += [
-        (item, title, _container_row(check, running, ctx))
-        for item, title, check in CONTAINER_CHECKS
-    ]
     applied: set[str] = set()
-    for item, title, finding in findings:
+    for item, title, daemon_check in DAEMON_CHECKS:
+        finding = daemon_check(info, daemon, bridge)
         status, found = finding.status, finding.found
         if status != PASS and item in merged:
             status, found = WARN, f"{found} (documented exception)"
             applied.add(item)
         rows.append({"item": item, "title": title, "status": status, "found": found})
+    for item, title, container_check in CONTAINER_CHECKS:
+        finding, excepted = _container_row(item, container_check, containers, ctx, merged)
+        if excepted:
+            applied.add(item)
+        rows.append(
+            {"item": item, "title": title, "status": finding.status, "found": finding.found}
+        )
     return {
         "rows": rows,
         "exceptions": [
