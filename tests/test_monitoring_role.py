@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from ansible_run import run_playbook
 from role_tasks import role_variables
 from role_templates import render
 
@@ -35,6 +36,8 @@ NODES = {
                "tfserving_models": [{"name": "digits"}, {"name": "half_plus_two"}]},
 }  # fmt: skip
 LBS = {"lb-1": {"inventory_hostname": "lb-1", "ansible_host": "10.0.0.2"}}
+# What the registry role's tasks/settings.yml notes on the monitoring host.
+REGISTRY = {"host": "reg-1", "url": "10.0.0.3:5000", "ca": "/ctl/ca.crt", "renew_days": 30}
 
 
 def role_vars(**overrides: Any) -> dict[str, Any]:
@@ -138,11 +141,61 @@ def test_configuration_and_rules_pass_promtool(tmp_path: Path) -> None:
         tfserving_monitoring_rules_file=str(rules),
         tfserving_monitoring_alertmanagers=["am-1:9093"],
         tfserving_monitoring_node_exporter=True,
+        tfserving_registry_settings=REGISTRY,
     )
     config.write_text(render("tfserving_monitoring", "prometheus.yml.j2", **variables))
     checked = promtool("check", "config", str(config))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 5 rules found" in checked.stdout + checked.stderr
+    assert "SUCCESS: 7 rules found" in checked.stdout + checked.stderr
+
+
+def test_the_registry_is_probed_over_tls_trusting_the_fleets_ca() -> None:
+    jobs = scrape_configs(tfserving_registry_settings=REGISTRY)
+    registry = jobs["tfserving_registry"]
+    assert registry["static_configs"] == [
+        {"targets": ["https://10.0.0.3:5000/v2/"], "labels": {"node": "reg-1"}}
+    ]
+    assert registry["params"] == {"module": ["tfserving_registry_tls"]}
+    assert registry["relabel_configs"] == jobs["tfserving_models"]["relabel_configs"]
+    blackbox = yaml.safe_load(
+        render(
+            "tfserving_monitoring",
+            "blackbox.yml.j2",
+            **role_vars(tfserving_registry_settings=REGISTRY),
+        )
+    )
+    http = blackbox["modules"]["tfserving_registry_tls"]["http"]
+    # An anonymous GET /v2/ is answered 401 by the registry; over TLS only, with the CA
+    # the role copies to the monitoring host.
+    assert http["valid_status_codes"] == [401]
+    assert http["fail_if_not_ssl"] is True
+    assert http["tls_config"] == {"ca_file": "/etc/prometheus/tfserving-registry-ca.crt"}
+    assert "insecure_skip_verify" not in http["tls_config"]
+    # No registry in the inventory: no job, no module.
+    assert "tfserving_registry" not in scrape_configs()
+    plain = yaml.safe_load(render("tfserving_monitoring", "blackbox.yml.j2", **role_vars()))
+    assert list(plain["modules"]) == ["tfserving_model_available"]
+
+
+BLACKBOX = shutil.which("prometheus-blackbox-exporter")
+
+
+@pytest.mark.skipif(BLACKBOX is None, reason="prometheus-blackbox-exporter missing")
+def test_the_probe_modules_pass_the_exporters_check(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("")
+    config = tmp_path / "blackbox.yml"
+    variables = role_vars(
+        tfserving_registry_settings=REGISTRY, tfserving_monitoring_registry_ca=str(ca)
+    )
+    config.write_text(render("tfserving_monitoring", "blackbox.yml.j2", **variables))
+    checked = subprocess.run(
+        [str(BLACKBOX), "--config.check", f"--config.file={config}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def rule_test(
@@ -188,3 +241,186 @@ def test_thresholds_and_durations_are_the_variables(tmp_path: Path) -> None:
     # The unchanged case fails against the tolerant rules: the test can tell.
     result = rule_test(tmp_path, [CASES["error-ratio"]], tfserving_monitoring_error_ratio=0.1)
     assert result.returncode != 0
+
+
+DAY = 86400
+REGISTRY_PROBE = 'job="tfserving_registry", node="reg-1", instance="https://10.0.0.3:5000/v2/"'
+
+
+def cert_expiring(eval_day: int, days_left: int, threshold: int = 21) -> dict[str, Any]:
+    return {
+        "eval_time": f"{eval_day}d",
+        "alertname": "TFServingRegistryCertExpiring",
+        "exp_alerts": [
+            {
+                "exp_labels": {
+                    "job": "tfserving_registry",
+                    "node": "reg-1",
+                    "instance": "https://10.0.0.3:5000/v2/",
+                    "severity": "warning",
+                },
+                "exp_annotations": {
+                    "summary": (
+                        f"The registry's TLS certificate (reg-1) expires in {days_left}.0 days"
+                    ),
+                    "description": (
+                        "A certificate of https://10.0.0.3:5000/v2/ (the server's or its CA's)"
+                        f" expires within {threshold} days. Run the registry play"
+                        " (playbooks/image.yml): it makes the certificates it created again"
+                        " when fewer than tfserving_registry_cert_renew_days remain; a CA of"
+                        " your own you renew yourself."
+                    ),
+                },
+            }
+        ],
+    }
+
+
+# One probe a day. The chain expires 30 days after the start until the registry play
+# renews it on day 11 (825 days from then); another registry's stays far off.
+REGISTRY_CERT = {
+    "interval": "1d",
+    "input_series": [
+        {
+            "series": f"probe_ssl_last_chain_expiry_timestamp_seconds{{{REGISTRY_PROBE}}}",
+            "values": f"{30 * DAY}x10 {836 * DAY}x3",
+        },
+        {
+            "series": 'probe_ssl_last_chain_expiry_timestamp_seconds{job="tfserving_registry",'
+            ' node="reg-2", instance="https://10.0.0.4:5000/v2/"}',
+            "values": f"{400 * DAY}x13",
+        },
+    ],
+}
+
+
+def quiet(eval_day: int) -> dict[str, Any]:
+    return {
+        "eval_time": f"{eval_day}d",
+        "alertname": "TFServingRegistryCertExpiring",
+        "exp_alerts": [],
+    }
+
+
+@needs_promtool
+def test_registry_cert_expiring_fires_within_the_threshold_and_resolves_on_renewal(
+    tmp_path: Path,
+) -> None:
+    # 22 days left: quiet; 21: not fewer than 21, quiet; 20: fires; renewed: quiet.
+    case = {
+        **REGISTRY_CERT,
+        "alert_rule_test": [quiet(8), quiet(9), cert_expiring(10, 20), quiet(11)],
+    }
+    result = rule_test(tmp_path, [case])
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The threshold is the variable: with 25 days it fires on day 8 already (22 left).
+    case = {**REGISTRY_CERT, "alert_rule_test": [quiet(4), cert_expiring(8, 22, 25)]}
+    result = rule_test(tmp_path, [case], tfserving_monitoring_registry_cert_days=25)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The same expectation against the default threshold fails: the test can tell.
+    result = rule_test(tmp_path, [{**REGISTRY_CERT, "alert_rule_test": [cert_expiring(8, 22)]}])
+    assert result.returncode != 0
+
+
+@needs_promtool
+def test_a_failing_registry_probe_fires_after_the_node_down_duration(tmp_path: Path) -> None:
+    # An expired certificate fails the probe (and its expiry series goes away): this alert
+    # takes over from TFServingRegistryCertExpiring.
+    firing = {
+        "exp_labels": {
+            "job": "tfserving_registry",
+            "node": "reg-1",
+            "instance": "https://10.0.0.3:5000/v2/",
+            "severity": "critical",
+        },
+        "exp_annotations": {
+            "summary": "The registry https://10.0.0.3:5000/v2/ (reg-1) fails its TLS probe",
+            "description": (
+                "No answer 401 over TLS with a certificate the fleet's CA signed (registry"
+                " down, or its certificate expired or not the CA's) for 1m; nodes cannot pull"
+                " images. probe_ssl_* and the blackbox exporter's log say which."
+            ),
+        },
+    }
+    case = {
+        "interval": "15s",
+        "input_series": [
+            {"series": f"probe_success{{{REGISTRY_PROBE}}}", "values": "1 0x12"},
+            {
+                "series": 'probe_success{job="tfserving_models", node="node-1", model="digits",'
+                ' instance="m"}',
+                "values": "1x12",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "60s", "alertname": "TFServingRegistryProbeFailed", "exp_alerts": []},
+            {
+                "eval_time": "75s",
+                "alertname": "TFServingRegistryProbeFailed",
+                "exp_alerts": [firing],
+            },
+            {"eval_time": "75s", "alertname": "TFServingModelUnavailable", "exp_alerts": []},
+        ],
+    }
+    result = rule_test(tmp_path, [case])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+REGISTRY_PLAY = """
+- name: The monitoring host reads the registry's settings
+  hosts: mon
+  gather_facts: false
+  tasks:
+    - name: Read them as the role does
+      ansible.builtin.include_role:
+        name: tfserving.fleet.tfserving_monitoring
+        tasks_from: registry.yml
+    - name: Show them
+      ansible.builtin.debug:
+        msg: >-
+          SETTINGS {{ tfserving_registry_settings.items() | map('join', '=') | join(' ') }}
+          renew_days:{{ tfserving_registry_settings.renew_days | type_debug }}
+"""
+
+
+def read_registry_settings(tmp_path: Path, *extra: str) -> tuple[int, str]:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "hosts": {"mon": {"ansible_connection": "local"}},
+                    "children": {
+                        "tfserving_registry": {"hosts": {"reg-1": {"ansible_host": "10.9.8.7"}}}
+                    },
+                }
+            }
+        )
+    )
+    playbook = tmp_path / "registry.yml"
+    playbook.write_text(REGISTRY_PLAY)
+    result = run_playbook(playbook, "-i", str(inventory), *extra)
+    return result.returncode, " ".join((result.stdout + result.stderr).split())
+
+
+def test_the_monitoring_host_reads_the_registry_with_the_registry_roles_defaults(
+    tmp_path: Path,
+) -> None:
+    secrets = tmp_path / ".tfserving-registry"  # the default: next to the inventory
+    rc, output = read_registry_settings(tmp_path)
+    assert rc != 0
+    assert f"its CA at {secrets}/ca.crt on the controller" in output, output[-3000:]
+    secrets.mkdir()
+    (secrets / "ca.crt").write_text("CA\n")
+    rc, output = read_registry_settings(tmp_path)
+    assert rc == 0, output[-3000:]
+    expected = (
+        f"SETTINGS host=reg-1 url=10.9.8.7:5000 ca={secrets}/ca.crt renew_days=30 renew_days:int"
+    )
+    assert expected in output, output[-3000:]
+    # An alert earlier than the renewal window could not be cleared by a run: refused.
+    rc, output = read_registry_settings(
+        tmp_path, "-e", "tfserving_monitoring_registry_cert_days=31"
+    )
+    assert rc != 0
+    assert "tfserving_registry_cert_renew_days (30)" in output, output[-3000:]
