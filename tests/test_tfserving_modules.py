@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -90,6 +93,87 @@ def test_duplicate_names_are_rejected(model_dir: Path) -> None:
     entry = {"name": "m", "path": str(model_dir)}
     with pytest.raises(scan_mod.ModelError, match="repeated: \\['m'\\]"):
         scan_mod.scan([entry, entry])
+
+
+@pytest.fixture
+def bounded() -> Iterator[None]:
+    """Fail a test that blocks (a scan reading a fifo waits for a writer) instead of hanging."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError("the scan blocked (it opened something that is not a regular file)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(20)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def link_to_secret(version: Path, secret: Path) -> str:
+    """assets/x -> a controller file outside the export (as it were ~/.ssh/id_ed25519)."""
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    (version / "assets" / "x").symlink_to(secret)
+    return "assets/x"
+
+
+def link_to_directory(version: Path, secret: Path) -> str:
+    (version / "assets" / "vars").symlink_to("../variables", target_is_directory=True)
+    return "assets/vars"
+
+
+def fifo(version: Path, secret: Path) -> str:
+    os.mkfifo(version / "assets" / "pipe")
+    return "assets/pipe"
+
+
+def linked_graph(version: Path, secret: Path) -> str:
+    """saved_model.pb itself a link to a file inside the export."""
+    graph = version / "saved_model.pb"
+    graph.rename(version / "assets" / "graph.pb")
+    graph.symlink_to("assets/graph.pb")
+    return "saved_model.pb"
+
+
+@pytest.mark.parametrize("make", [link_to_secret, link_to_directory, fifo, linked_graph])
+def test_links_and_special_files_in_a_served_version_are_refused(
+    model_dir: Path, tmp_path: Path, bounded: None, make
+) -> None:
+    relative = make(model_dir / "00000123", tmp_path / "id_ed25519")
+    with pytest.raises(scan_mod.ModelError) as error:
+        scan_mod.scan([{"name": "m", "path": str(model_dir)}])
+    message = str(error.value)
+    assert "model 'm' version 00000123" in message
+    assert f"00000123/{relative}" in message
+    assert str(model_dir) in message
+    assert "regular files and directories only" in message
+
+
+def test_a_version_directory_that_is_a_link_is_refused(model_dir: Path, bounded: None) -> None:
+    (model_dir / "200").symlink_to("00000123", target_is_directory=True)
+    with pytest.raises(scan_mod.ModelError) as error:
+        scan_mod.scan([{"name": "m", "path": str(model_dir)}])
+    assert "model 'm' version 200: 200 " in str(error.value)
+    assert "regular files and directories only" in str(error.value)
+
+
+def test_every_offending_path_is_named(model_dir: Path, tmp_path: Path, bounded: None) -> None:
+    version = model_dir / "00000123"
+    link_to_secret(version, tmp_path / "id_ed25519")
+    fifo(version, tmp_path)
+    with pytest.raises(scan_mod.ModelError) as error:
+        scan_mod.scan([{"name": "m", "path": str(model_dir)}])
+    assert "00000123/assets/pipe (a fifo)" in str(error.value)
+    assert "00000123/assets/x (a symlink to " in str(error.value)
+
+
+def test_a_link_in_a_version_that_is_not_served_is_left_alone(
+    model_dir: Path, tmp_path: Path, bounded: None
+) -> None:
+    link_to_secret(model_dir / "1", tmp_path / "id_ed25519")
+    [model] = scan_mod.scan([{"name": "m", "path": str(model_dir)}])
+    assert model["versions"] == [123]
 
 
 @pytest.mark.parametrize(

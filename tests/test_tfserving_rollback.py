@@ -8,14 +8,17 @@ Windows of an interrupted run, in the order of a run (sync.yml, gate.yml, prune.
 
 from __future__ import annotations
 
+import json
 import shutil
 import stat
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from plugin_files import load_plugin
-from tfserving_role_site import Site
+from role_tasks import module_args, task_file
+from tfserving_role_site import ANSIBLE_PLAYBOOK, ROOT, Site
 
 scan_mod = load_plugin("modules", "tfserving_model_scan")
 
@@ -345,3 +348,85 @@ def test_dropped_model_is_removed_after_the_gate_and_can_return(site: Site) -> N
     result = site.run([site.model("keep"), site.model("gone")])
     assert result.returncode == 0, output(result)[-3000:]
     assert (site.host / "models" / "gone" / "1" / "RETRAINED").exists()
+
+
+# An export is regular files and directories only: a link (here to a controller secret, as
+# assets/x -> ~/.ssh/id_ed25519 would be) is refused by the scan before any host change.
+def test_a_link_in_an_export_is_refused_before_any_host_change(site: Site) -> None:
+    secret = site.tmp / "id_ed25519"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    version = site.export("m", 1)
+    (version / "assets").mkdir()
+    (version / "assets" / "x").symlink_to(secret)
+    result = site.run([site.model("m")])
+    text = output(result)
+    assert result.returncode != 0
+    assert "model 'm' version 1: " in text and "1/assets/x (a symlink to " in text, text[-3000:]
+    assert "regular files and directories only" in text
+    assert not site.host.exists()
+
+
+SYNC_VERSION_PLAY = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - ansible.builtin.include_role:
+        name: tfserving.fleet.tfserving
+        tasks_from: sync-version.yml
+"""
+
+
+# The second line, behind the scan (an export changed after it): the copy never follows a
+# link, so no controller file a link points to reaches the host, and a copy holding a link is
+# removed before the owner and mode changes, which would follow it, and before it is placed.
+def test_the_copy_never_follows_a_link(site: Site) -> None:
+    secret = site.tmp / "id_ed25519"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    version = site.export("m", 1)
+    (version / "assets").mkdir()
+    (version / "assets" / "x").symlink_to(secret)
+    (version / "assets" / "vars").symlink_to("../variables", target_is_directory=True)
+    for made_by_sync in ("models/m", "state/m"):
+        (site.host / made_by_sync).mkdir(parents=True)
+    play = site.tmp / "sync-version.yml"
+    play.write_text(SYNC_VERSION_PLAY)
+    entry = {"name": "m", "path": str(site.exports / "m"), "version": 1, "dir": "1"}
+    variables = {
+        "tfserving_root": str(site.host),
+        "tfserving_new_versions": [],
+        "tfserving_version": {**entry, "key": "m/1", "digest": "0" * 64},
+    }
+    result = subprocess.run(
+        [ANSIBLE_PLAYBOOK, str(play), "-e", json.dumps(variables)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=site.env("normal"),
+        timeout=300,
+    )
+    text = output(result)
+    assert result.returncode != 0, text[-3000:]
+    assert "Could not copy model m version 1" in text
+    # the find on the host lists them: copied as links, not followed (a followed link
+    # arrives as a regular file or a directory, which nothing would refuse)
+    assert ".incoming-1/assets/x" in text and ".incoming-1/assets/vars" in text, text[-3000:]
+    assert "regular files and directories only" in text
+    assert not (site.host / "models" / "m" / "1").exists()
+    assert not (site.host / "models" / "m" / ".incoming-1").exists()
+    assert not list((site.host / "state" / "m").iterdir())
+    regular = [p for p in site.host.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert all("PRIVATE KEY" not in p.read_text() for p in regular), regular
+
+
+def test_the_rsync_transfer_never_follows_a_link() -> None:
+    _, args = module_args(
+        task_file("tfserving", "sync-version.yml", "Send the version aside with rsync")
+    )
+    # archive off and neither links nor copy_links: rsync skips a link ("skipping
+    # non-regular file"), it neither follows it nor recreates it.
+    assert (args["archive"], args["links"], args["copy_links"]) == (False, False, False)
+    assert not args.get("rsync_opts")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ description:
   - Runs on the controller (delegate_to localhost) before any host changes.
   - Each model path must hold numeric version directories, each with saved_model.pb (or
     saved_model.pbtxt) and variables/variables.index.
+  - A served version holds regular files and directories only. A symlink (to a file or a
+    directory, inside the export or outside it), a device, a fifo or a socket is refused,
+    naming the model, the version and the path, so no file a link points to (such as a
+    controller key) is read, digested or copied to the hosts.
   - Smoke prediction settings must fit together (smoke_input or smoke_images, one
     expected class per image, a tolerance only with expected outputs) and their files
     must exist; smoke_input must be a JSON object.
@@ -72,8 +77,51 @@ def version_dirs(path: Path) -> dict[int, str]:
     return dict(sorted(found.items()))
 
 
+def kind(mode: int) -> str | None:
+    """What a file of this lstat mode is, or None for a regular file or a directory."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = {
+        stat.S_ISLNK: "a symlink",
+        stat.S_ISFIFO: "a fifo",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISCHR: "a character device",
+    }
+    return next((text for test, text in kinds.items() if test(mode)), "not a regular file")
+
+
+def not_plain(version_path: Path) -> list[str]:
+    """Everything in a version that is not a regular file or a directory, as
+    'DIR/RELATIVE (what it is)', relative to the model path. Never follows a link."""
+    found: list[str] = []
+    pending = [version_path]
+    while pending:
+        current = pending.pop()
+        info = current.lstat()
+        what = kind(info.st_mode)
+        relative = current.relative_to(version_path.parent)
+        if what == "a symlink":
+            what = f"a symlink to {os.readlink(current)}"
+        if what:
+            found.append(f"{relative} ({what})")
+        elif stat.S_ISDIR(info.st_mode):
+            pending.extend(sorted(current.iterdir(), reverse=True))
+    return found
+
+
 def check_version(name: str, version_path: Path) -> None:
-    """Raise ModelError unless version_path looks like a complete SavedModel."""
+    """Raise ModelError unless version_path looks like a complete SavedModel made of
+    regular files and directories only."""
+    odd = not_plain(version_path)
+    if odd:
+        shown = ", ".join(odd[:10]) + (f" and {len(odd) - 10} more" if len(odd) > 10 else "")
+        raise ModelError(
+            f"model {name!r} version {version_path.name}: {shown} in {version_path.parent}. "
+            "A model export may hold regular files and directories only (no symlinks, "
+            "devices, fifos or sockets): replace each link with a copy of what it points "
+            "to, or remove it"
+        )
     graph = [f for f in ("saved_model.pb", "saved_model.pbtxt") if (version_path / f).is_file()]
     if not graph:
         raise ModelError(
