@@ -71,6 +71,13 @@ def _image_ref(host: dict[str, Any]) -> str:
     )
 
 
+# The serving container task's name (it says when the plan only compares it).
+RUN_CONTAINER = (
+    "Run the serving container"
+    "{{ ' (compared in check mode)' if tfserving_container_plan | default(false) else '' }}"
+)
+
+
 def container_spec(
     gpu: bool, groups: dict[str, list[str]] | None = None, **overrides: Any
 ) -> dict[str, Any]:
@@ -81,7 +88,7 @@ def container_spec(
         task_file(
             "tfserving",
             "container-spec.yml",
-            "Run the serving container (only compared when planning)",
+            RUN_CONTAINER,
         )
     )
     assert module == "community.docker.docker_container"
@@ -156,7 +163,7 @@ def test_small_host_gets_the_minimum_pids_limit_and_limits_are_passed_on() -> No
             task_file(
                 "tfserving",
                 "container-spec.yml",
-                "Run the serving container (only compared when planning)",
+                RUN_CONTAINER,
             )
         )[1],
         {**host, "ansible_facts": host_facts, "tfserving_image": "img"},

@@ -213,6 +213,95 @@ class Traffic(threading.Thread):
         return report
 
 
+SHOW_STATE = (
+    "echo 'show servers state tfserving_grpc' | socat stdio unix-connect:/run/haproxy/admin.sock"
+)
+
+
+class AdminStates(threading.Thread):
+    """`show servers state` of the gRPC backend on the load balancer every 0.5 s, until
+    stopped (bounded: 1500 looks, 12.5 minutes), timed by the load balancer's clock (the
+    test hosts share this machine's). ``drained[node]`` lists the times a look saw the node
+    drained or in maintenance; ``looks`` the times of every look."""
+
+    STOP = "/tmp/admin-states.stop"
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.looks: list[float] = []
+        self.drained: dict[str, list[float]] = {node: [] for node in NODES}
+        self.rows: list[tuple[float, str, int]] = []
+
+    def run(self) -> None:
+        script = (
+            f"rm -f {self.STOP}; i=0; while [ ! -e {self.STOP} ] && [ $i -lt 1500 ]; do "
+            "echo T $(date +%s.%N); "
+            f"{SHOW_STATE}; "
+            "i=$((i+1)); sleep 0.5; done"
+        )
+        out = on(LB, "sh", "-c", script)
+        now = 0.0
+        for line in out.splitlines():
+            fields = line.split()
+            if fields[:1] == ["T"]:
+                now = float(fields[1])
+                self.looks.append(now)
+            elif len(fields) > 6 and fields[1] == "tfserving_grpc" and fields[3] in self.drained:
+                admin = int(fields[6])
+                self.rows.append((now, fields[3], admin))
+                if admin:
+                    self.drained[fields[3]].append(now)
+
+    def finish(self) -> None:
+        on(LB, "touch", self.STOP)
+        self.join(timeout=60)
+        assert len(self.looks) >= 10, f"only {len(self.looks)} looks at the load balancer"
+
+    def window(self, node: str) -> tuple[float, float] | None:
+        """From the first look that saw the node drained to the first look after the last."""
+        seen = self.drained[node]
+        if not seen:
+            return None
+        after = [t for t in self.looks if t > seen[-1]]
+        return seen[0], after[0] if after else seen[-1] + 0.5
+
+
+def admin_states() -> dict[str, int]:
+    """srv_admin_state of each node in the gRPC backend (0: ready; drain or maintenance else)."""
+    rows = [line.split() for line in on(LB, "sh", "-c", SHOW_STATE).splitlines()]
+    return {r[3]: int(r[6]) for r in rows if len(r) > 6 and r[1] == "tfserving_grpc"}
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counters per host (the last recap of the output)."""
+    rows = re.findall(
+        r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output, re.M
+    )
+    return {h: {"ok": int(o), "changed": int(c), "failed": int(f)} for h, o, c, _, f in rows}
+
+
+def test_a_no_op_run_under_traffic_drains_nothing_and_changes_nothing() -> None:
+    """The idempotence run (the scenario's converge again, at its batch of 100%) with
+    traffic through the load balancer, which is watched all along: no node leaves READY."""
+    traffic = Traffic([OLD])
+    states = AdminStates()
+    traffic.start()
+    states.start()
+    start = time.monotonic()
+    result = converge(SCENARIO_DIR)
+    elapsed = time.monotonic() - start
+    states.finish()
+    report = traffic.finish("no-op converge")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    counters = recap(output)
+    assert set(counters) >= {LB, *NODES}, counters
+    assert {h: c["changed"] for h, c in counters.items() if c["changed"]} == {}, output[-6000:]
+    assert {node: times for node, times in states.drained.items() if times} == {}
+    assert report["failed"] == 0, traffic.failures[:5]
+    print(f"NO-OP converge under traffic: {elapsed:.0f} s, {len(states.looks)} looks, none drained")
+
+
 def test_every_node_runs_the_image_by_digest_from_the_registry() -> None:
     registry = f"{addresses()[LB]}:5000/tfserving-fleet/tensorflow-serving@sha256:"
     images = {
@@ -372,46 +461,184 @@ def test_each_node_records_the_image_it_runs(node: str) -> None:
     assert ref.startswith(f"{addresses()[LB]}:5000/{IMAGE_NAME}@sha256:"), ref
 
 
+def _engine_started(node: str) -> float:
+    """When the node's docker.service last became active (epoch seconds)."""
+    value = on(
+        node, "systemctl", "show", "-p", "ActiveEnterTimestamp", "--timestamp=unix", "docker"
+    )
+    return float(value.split("=@", 1)[1])
+
+
 def test_phase_e_daemon_json_change_rolls_across_the_fleet() -> None:
+    """The engines restart one node at a time, each inside its own drained window (watched
+    at the load balancer every 0.5 s): live-restore keeps the containers running through a
+    restart, so the answers alone would not show restarts that overlap."""
     FLEET_VARS["docker_daemon_options"] = {"log-opts": {"max-size": "20m", "max-file": "2"}}
-    started = {
-        node: on(node, "systemctl", "show", "-p", "ActiveEnterTimestampMonotonic", "docker")
+    started = {node: _engine_started(node) for node in NODES}
+    traffic = Traffic([NEW])
+    states = AdminStates()
+    traffic.start()
+    states.start()
+    result = run(f"{PLAYBOOKS}/docker.yml")
+    states.finish()
+    report = traffic.finish("e: daemon.json change")
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert report["failed"] == 0, traffic.failures[:5]
+    windows = {}
+    for node in NODES:
+        daemon = json.loads(on(node, "cat", "/etc/docker/daemon.json"))
+        assert daemon["log-opts"]["max-size"] == "20m"
+        restarted = _engine_started(node)
+        assert restarted > started[node], f"docker was not restarted on {node}"
+        window = states.window(node)
+        assert window, f"{node} was never seen drained"
+        assert window[0] <= restarted <= window[1], (node, window, restarted)
+        windows[node] = window
+    spans = sorted(windows.values())
+    for (_, end), (begin, _) in itertools.pairwise(spans):
+        assert end <= begin, f"drained windows overlap: {windows}"
+    print(
+        "PHASE e drained windows:",
+        {
+            n: [round(b - spans[0][0], 1), round(e - spans[0][0], 1)]
+            for n, (b, e) in windows.items()
+        },
+    )
+    wait_all_up()
+
+
+HOST_VARS = Path(os.environ.get("MOLECULE_INVENTORY_FILE", "/nonexistent")).parent / "host_vars"
+
+
+def test_phase_d_a_failure_in_a_batch_of_two_leaves_the_other_node_in_service() -> None:
+    """A batch of two (two may be out at once): fleet-node1 gets a corrupt version (its own
+    copy of the model, through host_vars), fleet-node2 a good one. node1 fails its gate and
+    stays drained; node2, drained in the same batch, passes and is put back; node3 is never
+    reached. The version 125 stays in the export for the later phases."""
+    good = MODELS / "half_plus_two" / "125"
+    shutil.copytree(MODELS / "half_plus_two" / "124", good)
+    broken = EPHEMERAL / "models-node1" / "half_plus_two"
+    shutil.copytree(MODELS / "half_plus_two", broken)
+    (broken / "126").mkdir()
+    shutil.copytree(good, broken / "126", dirs_exist_ok=True)
+    (broken / "126" / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    HOST_VARS.mkdir(exist_ok=True)
+    node1_vars = HOST_VARS / "fleet-node1.yml"
+    # The scenario's models (group_vars/all.yml), half_plus_two from node1's own copy.
+    models = yaml.safe_load((SCENARIO_DIR / "group_vars" / "all.yml").read_text())[
+        "tfserving_models"
+    ]
+    models[0]["path"] = str(broken)
+    node1_vars.write_text(yaml.safe_dump({"tfserving_models": models}))
+    traffic = Traffic([NEW])
+    states = AdminStates()
+    traffic.start()
+    states.start()
+    try:
+        result = run(
+            f"{PLAYBOOKS}/serve.yml",
+            {"tfserving_rollout_batch": 2, "tfserving_lb_max_unavailable": 2},
+        )
+    finally:
+        node1_vars.unlink()
+        shutil.rmtree(broken.parent)
+    states.finish()
+    report = traffic.finish("d: one node of a batch of two fails")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "did not pass the readiness gate" in output, output[-4000:]
+    assert "fleet-node1 failed its turn, so the rollout stops here" in output
+    assert report["failed"] == 0, traffic.failures[:5]
+    servers = lb_servers()
+    assert servers["fleet-node1"]["status"] == "DRAIN", servers["fleet-node1"]["status"]
+    # node2 was drained in the same batch, passed its gate with 125 and is back in service.
+    assert states.drained["fleet-node2"], "fleet-node2 was never drained"
+    assert servers["fleet-node2"]["status"] == "UP"
+    assert on("fleet-node2", "sh", "-c", "ls /srv/tfserving/models/half_plus_two") == "125"
+    # node3 was not reached: never drained, still on 124.
+    assert servers["fleet-node3"]["status"] == "UP"
+    assert not states.drained["fleet-node3"]
+    assert on("fleet-node3", "sh", "-c", "ls /srv/tfserving/models/half_plus_two") == "124"
+    assert on("fleet-node1", "sh", "-c", "ls /srv/tfserving/models/half_plus_two") == "124"
+
+
+def test_phase_f_an_image_whose_server_exits_is_rolled_back_on_its_first_node() -> None:
+    """A new image whose server exits at start (built on the builder from the running image,
+    pushed to the registry): the first node's gate sees the crash, and its previous container
+    comes back with its image, flags and config files; the others never run the image."""
+    registry = f"{addresses()[LB]}:5000"
+    crash = f"{registry}/{IMAGE_NAME}:crash"
+    running = on(BUILDER, "docker", "inspect", "-f", "{{.Config.Image}}", "tfserving")
+    dockerfile = (
+        f"FROM {running}\n"
+        'ENTRYPOINT ["/bin/sh", "-c", "echo fixture: this server exits at start >&2; exit 1"]\n'
+    )
+    on(BUILDER, "sh", "-c", f"printf '%s' {shlex.quote(dockerfile)} | docker build -q -t {crash} -")
+    on(BUILDER, "docker", "push", "-q", crash)
+    before = {
+        node: on(node, "docker", "inspect", "-f", "{{.Id}} {{.Image}} {{json .Args}}", "tfserving")
         for node in NODES
     }
     traffic = Traffic([NEW])
     traffic.start()
-    result = run(f"{PLAYBOOKS}/docker.yml")
-    report = traffic.finish("e: daemon.json change")
-    assert result.returncode == 0, result.stdout[-4000:]
+    result = run(f"{PLAYBOOKS}/serve.yml", {"tfserving_image": crash})
+    report = traffic.finish("f: an image whose server exits")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "fleet-node1 did not pass the readiness gate (crashed)" in output, output[-4000:]
+    assert "The previous container is back, with its image, flags and config files." in output
+    assert "this server exits at start" in output
     assert report["failed"] == 0, traffic.failures[:5]
+    after = {
+        node: on(node, "docker", "inspect", "-f", "{{.Id}} {{.Image}} {{json .Args}}", "tfserving")
+        for node in NODES
+    }
+    assert after == before
     for node in NODES:
-        daemon = json.loads(on(node, "cat", "/etc/docker/daemon.json"))
-        assert daemon["log-opts"]["max-size"] == "20m"
-        now = on(node, "systemctl", "show", "-p", "ActiveEnterTimestampMonotonic", "docker")
-        assert now != started[node], f"docker was not restarted on {node}"
-    wait_all_up()
+        assert on(node, "docker", "ps", "-aq", "--filter", "name=tfserving-previous") == ""
+    for node in ("fleet-node2", "fleet-node3"):
+        assert on(node, "docker", "ps", "-aq", "--filter", f"ancestor={crash}") == ""
 
 
-def test_phase_d_corrupt_version_stops_the_rollout_after_the_first_batch() -> None:
-    corrupt = MODELS / "half_plus_two" / "125"
-    shutil.copytree(MODELS / "half_plus_two" / "124", corrupt)
-    (corrupt / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+def test_phase_g_the_next_run_puts_the_failed_node_back_and_finishes_the_rollout() -> None:
+    """fleet-node1 was left drained by the failed runs: the next run gates it and puts it
+    back, and rolls 125 to the nodes that lack it."""
+    assert lb_servers()["fleet-node1"]["status"] == "DRAIN"
     traffic = Traffic([NEW])
     traffic.start()
     result = run(f"{PLAYBOOKS}/serve.yml")
-    report = traffic.finish("d: corrupt version")
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "did not pass the readiness gate" in output, output[-4000:]
+    report = traffic.finish("g: the rollout finished")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert report["failed"] == 0, traffic.failures[:5]
+    wait_all_up()
+    for node in NODES:
+        assert on(node, "sh", "-c", "ls /srv/tfserving/models/half_plus_two") == "125"
+
+
+def test_a_decommissioned_node_is_drained_emptied_and_stays_out_then_comes_back() -> None:
+    """tfserving_decommission on fleet-node3: drained, its server and models removed, and
+    left out of service while the others serve; a run without it brings the node back."""
+    node3 = "fleet-node3"
+    traffic = Traffic([NEW])
+    traffic.start()
+    result = converge(
+        SCENARIO_DIR,
+        {**FLEET_VARS, "tfserving_decommission": True, "tfserving_models": []},
+        limit=node3,
+        playbook=f"{PLAYBOOKS}/serve.yml",
+    )
+    report = traffic.finish("decommission of one node")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert report["failed"] == 0, traffic.failures[:5]
     servers = lb_servers()
-    # The failed node stays out; the others never saw the version and stay in.
-    assert servers["fleet-node1"]["status"] == "DRAIN", servers["fleet-node1"]["status"]
-    for node in ("fleet-node2", "fleet-node3"):
-        assert servers[node]["status"] == "UP"
-        assert on(node, "sh", "-c", "ls /srv/tfserving/models/half_plus_two") == "124"
-    assert on("fleet-node1", "sh", "-c", "ls /srv/tfserving/models/half_plus_two") == "124"
-    shutil.rmtree(corrupt)
+    assert servers[node3]["status"] in ("DRAIN", "MAINT", "DOWN"), servers[node3]
+    assert admin_states()[node3] != 0, "fleet-node3 is not held out of service"
+    assert on(node3, "docker", "ps", "-aq", "--filter", "name=tfserving") == ""
+    assert on(node3, "sh", "-c", "ls /srv/tfserving 2>/dev/null || true") == ""
+    # Without it, the next run serves on the node again and puts it back.
+    result = converge(SCENARIO_DIR, FLEET_VARS, limit=node3, playbook=f"{PLAYBOOKS}/serve.yml")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    wait_all_up()
 
 
 def _connect(source: str, address: str, port: int) -> str:
@@ -446,7 +673,7 @@ def test_the_firewall_comes_back_with_the_engine() -> None:
     assert _connect("fleet-node2", node3, 8500) == "open"
     on("fleet-node3", "systemctl", "restart", "docker")
     assert _connect("fleet-node2", node3, 8500) == "refused"
-    # node1 may be drained here (phase d leaves it out); node3 must be back in service.
+    # Every node is in service again after phase g; node3 must be back after its restart.
     deadline = time.monotonic() + 120
     while lb_servers()["fleet-node3"]["status"] != "UP" and time.monotonic() < deadline:
         time.sleep(1)

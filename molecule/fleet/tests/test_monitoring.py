@@ -100,6 +100,7 @@ def test_every_target_is_up(prometheus: str) -> None:
         "tfserving_models": set(NODES),
         "node": set(NODES),
         "haproxy": {LB},
+        "tfserving_registry": {LB},
     }
     report(
         "targets",
@@ -144,8 +145,8 @@ def test_fleet_status_shows_every_node(prometheus: str) -> None:
     assert set(by_node) == set(NODES)
     for node, status in by_node.items():
         assert (status["scraped"], status["healthy"]) == (True, True), node
-        (model,) = status["models"]
-        assert model["name"] == "half_plus_two"
+        assert [m["name"] for m in status["models"]] == ["half_plus_two", "query_of_death"]
+        model = status["models"][0]
         assert any(v["state"] == "AVAILABLE" for v in model["versions"]), (node, model)
     assert sum(n["models"][0]["request_rate"] for n in by_node.values()) > 0
     report("tfs-client fleet-status", text.stdout)
