@@ -157,3 +157,40 @@ def test_deb_architecture_names() -> None:
     arch = HOST_PACKAGES_VARS["host_packages_deb_architectures"]
     assert arch["x86_64"] == "amd64"
     assert arch["aarch64"] == "arm64"
+
+
+def test_dnf_repository_trusts_the_verified_local_key_file() -> None:
+    """dnf imports the key that gpgkey points at when it first needs it: a URL would let
+    it import whatever the URL serves then, past the pinned fingerprint. The key is fetched
+    and checked once (signing_key), then rpm and the repository read that local file."""
+    from role_tasks import evaluate, flat_tasks, load_yaml, module_args, role_variables
+
+    tasks = list(flat_tasks(load_yaml(ROOT / "roles/host_packages/tasks/source-RedHat.yml")))
+    variables = {
+        **role_variables("host_packages"),
+        "ansible_facts": {"os_family": "RedHat"},
+        "host_packages_name": "docker",
+        "host_packages_key_url": "https://download.docker.com/linux/rhel/gpg",
+        "host_packages_key_fingerprint": "060A 61C5 1B55 8A7F 742B 77AA C52F EB6B 621E 9F35",
+        "host_packages_dnf_baseurl": "https://download.docker.com/linux/rhel/9/x86_64/stable",
+    }
+    calls = [module_args(t) for t in tasks]
+    modules = [name for name, _ in calls]
+    assert modules.index("tfserving.fleet.signing_key") < modules.index("ansible.builtin.rpm_key")
+    assert modules.index("ansible.builtin.rpm_key") < modules.index(
+        "ansible.builtin.yum_repository"
+    )
+    checked = (
+        "tfserving.fleet.signing_key",
+        "ansible.builtin.rpm_key",
+        "ansible.builtin.yum_repository",
+    )
+    args = {name: evaluate(value, variables) for name, value in calls if name in checked}
+    key = args["tfserving.fleet.signing_key"]
+    assert key["url"] == "https://download.docker.com/linux/rhel/gpg"
+    assert key["dest"] == "/etc/pki/rpm-gpg/RPM-GPG-KEY-docker"
+    assert key["fingerprint"] == variables["host_packages_key_fingerprint"]
+    assert args["ansible.builtin.rpm_key"]["key"] == key["dest"]
+    repository = args["ansible.builtin.yum_repository"]
+    assert repository["gpgkey"] == "file:///etc/pki/rpm-gpg/RPM-GPG-KEY-docker"
+    assert repository["gpgcheck"] is True

@@ -53,12 +53,16 @@ IMAGE_FACT = "/etc/ansible/facts.d/tfserving_image.fact"
 GPU_FACT = "/etc/ansible/facts.d/nvidia_container_toolkit.fact"
 # The image change: a build from the TF Serving repository fixture (prepare.yml).
 FIXTURE_URL = "file:///srv/fixtures/tfserving-repo"
+# The commit of each tag of the fixture's repositories (make-repos.sh makes the same ones
+# every run; tests/test_tfserving_image_role.py checks them): a build is pinned to a commit.
+FIXTURE_COMMITS = yaml.safe_load((SCENARIO_DIR / "fixtures" / "commits.yml").read_text())
 BUILT_VERSION = "slow"
 BUILT_REF = f"{IMAGE_NAME}:{BUILT_VERSION}"
 BUILD_VARS: dict[str, object] = {
     "tfserving_image_source": "build",
     "tfserving_image_repo_url": FIXTURE_URL,
     "tfserving_image_repo_version": BUILT_VERSION,
+    "tfserving_image_repo_commit": FIXTURE_COMMITS["tfserving-repo"][BUILT_VERSION],
     "tfserving_image_build_pull": False,
     "tfserving_image_build_ram_mb": 2048,
     "tfserving_image_build_poll_interval": 2,
@@ -733,13 +737,17 @@ def _tagged_images(host: str) -> list[str]:
             {
                 "tfserving_image_repo_url": "file:///srv/fixtures/no-dockerfiles",
                 "tfserving_image_repo_version": "2.19.1",
+                "tfserving_image_repo_commit": FIXTURE_COMMITS["no-dockerfiles"]["2.19.1"],
             },
             "tfserving_image_repo_url=file:///srv/fixtures/no-dockerfiles"
             " at tfserving_image_repo_version=2.19.1",
             id="repository-without-dockerfiles",
         ),
         pytest.param(
-            {"tfserving_image_repo_version": "broken"},
+            {
+                "tfserving_image_repo_version": "broken",
+                "tfserving_image_repo_commit": FIXTURE_COMMITS["tfserving-repo"]["broken"],
+            },
             f"Building the cpu image from tfserving_image_repo_url={FIXTURE_URL}"
             " at tfserving_image_repo_version=broken",
             id="failing-build",
@@ -831,6 +839,7 @@ def test_without_a_registry_a_build_goes_through_the_controller_cache(tmp_path: 
             {
                 **BUILD_VARS,
                 "tfserving_image_repo_version": "tiny",
+                "tfserving_image_repo_commit": FIXTURE_COMMITS["tfserving-repo"]["tiny"],
                 "tfserving_image_controller_cache_dir": str(cache),
             },
             playbook="image-role.yml",
