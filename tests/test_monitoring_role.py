@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import input_firewall_rules
 import pytest
 import yaml
 from ansible_run import run_playbook
@@ -424,3 +425,189 @@ def test_the_monitoring_host_reads_the_registry_with_the_registry_roles_defaults
     )
     assert rc != 0
     assert "tfserving_registry_cert_renew_days (30)" in output, output[-3000:]
+
+
+# Who reaches the monitoring ports (issue 23, item 3): the controller Prometheus (for
+# tfs-client fleet-status), nobody the blackbox exporter, the monitoring hosts node_exporter.
+CONTROLLER = "10.9.0.1"  # the fleet's tfserving_firewall_allow
+MONITORS = {"mon-1": {"inventory_hostname": "mon-1", "ansible_host": "10.0.0.9",
+                      "test_host_address": "172.30.0.9"}}  # fmt: skip
+
+
+def fleet_vars(**overrides: Any) -> dict[str, Any]:
+    """role_vars() with a monitoring host in the inventory and the fleet's controller list."""
+    variables = role_vars(**overrides)
+    variables["hostvars"] = {**variables["hostvars"], **MONITORS}
+    variables["groups"] = {**variables["groups"], "tfserving_monitoring": list(MONITORS)}
+    variables.setdefault("tfserving_firewall_allow", [CONTROLLER])
+    return variables
+
+
+def monitoring_rules(**overrides: Any) -> str:
+    variables = fleet_vars(**overrides)
+    rules = input_firewall_rules.evaluate("{{ tfserving_monitoring_firewall_rules }}", variables)
+    return input_firewall_rules.rules_file(
+        input_firewall_rules.firewall_variables("prometheus", rules)
+    )
+
+
+def node_exporter_rules(**overrides: Any) -> str:
+    variables = fleet_vars(**overrides)
+    rules = input_firewall_rules.evaluate(
+        "{{ tfserving_monitoring_node_exporter_rules }}", variables
+    )
+    return input_firewall_rules.rules_file(
+        input_firewall_rules.firewall_variables("node-exporter", rules)
+    )
+
+
+def test_the_blackbox_exporter_listens_on_loopback_and_node_exporter_on_ipv4() -> None:
+    blackbox = render(
+        "tfserving_monitoring", "prometheus-blackbox-exporter.default.j2", **role_vars()
+    )
+    assert re.search(r"^ARGS=\"(.*)\"$", blackbox, re.M)[1].split() == [
+        "--config.file=/etc/prometheus/blackbox.yml",
+        "--web.listen-address=127.0.0.1:9115",
+    ]
+    # Its own default (":9100") also listens on IPv6, where the IPv4 host rules do not reach.
+    node = render("tfserving_monitoring", "prometheus-node-exporter.default.j2", **role_vars())
+    assert re.search(r"^ARGS=\"(.*)\"$", node, re.M)[1] == "--web.listen-address=0.0.0.0:9100"
+    moved = render(
+        "tfserving_monitoring", "prometheus-node-exporter.default.j2",
+        **role_vars(tfserving_monitoring_node_exporter_listen_address="10.0.0.11",
+                    tfserving_monitoring_node_exporter_port=9200),
+    )  # fmt: skip
+    assert "--web.listen-address=10.0.0.11:9200" in moved
+    assert "--web.listen-address=0.0.0.0:9090 " in render(
+        "tfserving_monitoring", "prometheus.default.j2", **role_vars()
+    )
+
+
+def test_prometheus_scrapes_itself_and_the_exporter_where_they_listen() -> None:
+    jobs = scrape_configs()
+    assert jobs["prometheus"]["static_configs"][0]["targets"] == ["localhost:9090"]
+    assert jobs["tfserving_models"]["relabel_configs"][-1]["replacement"] == "127.0.0.1:9115"
+    jobs = scrape_configs(
+        tfserving_monitoring_listen_address="10.0.0.5",
+        tfserving_monitoring_blackbox_listen_address="127.0.0.2",
+        tfserving_registry_settings=REGISTRY,
+    )
+    assert jobs["prometheus"]["static_configs"][0]["targets"] == ["10.0.0.5:9090"]
+    for job in ("tfserving_models", "tfserving_registry"):
+        assert jobs[job]["relabel_configs"][-1]["replacement"] == "127.0.0.2:9115"
+
+
+def test_only_the_controller_reaches_prometheus_and_nobody_the_blackbox_exporter(
+    tmp_path: Path,
+) -> None:
+    text = monitoring_rules()
+    assert input_firewall_rules.who_reaches(text) == {9090: [CONTROLLER], 9115: []}
+    checked = input_firewall_rules.iptables_accepts(text, tmp_path)
+    assert checked is None or checked.returncode == 0, checked.stderr
+    # tfserving_monitoring_allow wins over the fleet's controller list; ports follow their
+    # variables; a network and a host name (resolved on the controller) are written as such.
+    text = monitoring_rules(
+        tfserving_monitoring_allow=["192.168.7.0/24", "localhost"],
+        tfserving_monitoring_port=9091,
+        tfserving_monitoring_blackbox_port=9116,
+    )
+    assert input_firewall_rules.who_reaches(text) == {
+        9091: ["127.0.0.1", "192.168.7.0/24"],
+        9116: [],
+    }
+
+
+def test_only_the_monitoring_hosts_reach_node_exporter() -> None:
+    # At the address the nodes' serving firewall reads for them (tfserving_firewall_address_var).
+    text = node_exporter_rules()
+    assert input_firewall_rules.who_reaches(text) == {9100: ["10.0.0.9"]}
+    text = node_exporter_rules(
+        tfserving_firewall_address_var="test_host_address",
+        tfserving_monitoring_node_exporter_port=9200,
+        tfserving_monitoring_node_exporter_allow=["10.0.1.0/24"],
+    )
+    assert input_firewall_rules.who_reaches(text) == {9200: ["10.0.1.0/24", "172.30.0.9"]}
+    # Not the controller: it has no use for node_exporter.
+    assert CONTROLLER not in text
+
+
+def test_the_services_do_not_start_without_their_rules() -> None:
+    variables = input_firewall_rules.firewall_variables(
+        "prometheus",
+        [{"port": 9090, "what": "Prometheus", "sources": [CONTROLLER]}],
+        tfserving_input_firewall_required_by=["prometheus.service"],
+    )
+    unit = input_firewall_rules.unit_file(variables)
+    assert "Before=prometheus.service" in unit
+    rules = "/etc/tfserving-prometheus-firewall.rules"
+    assert f"ExecStart=/usr/sbin/iptables-restore --wait=10 --noflush {rules}" in unit
+    assert f"ExecReload=/usr/sbin/iptables-restore --wait=10 --noflush {rules}" in unit
+    jump = "iptables -w -I INPUT -p tcp -m conntrack --ctstate NEW -j TFSERVING-PROMETHEUS"
+    assert jump in unit
+    dropin = input_firewall_rules.dropin_file(variables)
+    assert "Requires=tfserving-prometheus-firewall.service" in dropin
+    assert "After=tfserving-prometheus-firewall.service" in dropin
+
+
+def _task_names(path: Path) -> list[str]:
+    from role_tasks import flat_tasks, load_yaml
+
+    return [task.get("name", "") for task in flat_tasks(load_yaml(path))]
+
+
+def test_the_rules_and_listen_addresses_are_in_place_before_the_packages_start_the_services() -> (
+    None
+):
+    tasks = ROOT / "roles" / "tfserving_monitoring" / "tasks"
+    main = _task_names(tasks / "main.yml")
+    firewall = next(i for i, name in enumerate(main) if "reach Prometheus" in name)
+    assert firewall < main.index("Write where Prometheus and the blackbox exporter listen")
+    assert main.index("Write where Prometheus and the blackbox exporter listen") < main.index(
+        "Install Prometheus and the blackbox exporter"
+    )
+    node = _task_names(tasks / "node-exporter.yml")
+    install = node.index("Install node_exporter from the OS packages")
+    assert node.index("Let only the monitoring hosts reach node_exporter") < install
+    assert node.index("Write the command line arguments of node_exporter") < install
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["tfserving_monitoring_listen_address", "tfserving_monitoring_blackbox_listen_address"],
+)
+def test_an_ipv6_listen_address_is_refused(variable: str) -> None:
+    """The host rules are IPv4-only: an IPv6 listen address would bypass them."""
+    checks = {
+        task["name"]: task
+        for task in yaml.safe_load(
+            (ROOT / "roles/tfserving_monitoring/tasks/assert.yml").read_text()
+        )
+    }
+    task = checks[
+        "Fail when Prometheus or the blackbox exporter would listen outside the host rules"
+    ]
+    assert variable in task["loop"]
+    ipv4 = role_variables("tfserving_monitoring")["tfserving_monitoring_ipv4"]
+    for address in ("0.0.0.0", "127.0.0.1", "10.0.0.5"):
+        assert re.match(ipv4, address), address
+    for address in ("::", "[::]", "::1", "localhost", "10.0.0", ""):
+        assert not re.match(ipv4, address), address
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("fd00::1", "is IPv6: the host rules are IPv4 only"),
+        ("", "An empty source in the rules of Prometheus"),
+        ("no-such-host.invalid", "does not resolve to an IPv4 address on the controller"),
+        ("10.0.0.1 -j ACCEPT", "is neither an IPv4 address"),
+    ],
+)
+def test_a_source_the_rules_cannot_hold_stops_the_run_naming_it(source: str, message: str) -> None:
+    from ansible.errors import AnsibleFilterError
+
+    with pytest.raises(AnsibleFilterError, match=re.escape(message)) as error:
+        input_firewall_rules.input_firewall.tfserving_input_rules(
+            [{"port": 9090, "what": "Prometheus", "sources": [CONTROLLER, source]}]
+        )
+    assert "Prometheus" in str(error.value)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import input_firewall_rules
 import role_templates
 from role_tasks import role_variables
 
@@ -121,3 +123,88 @@ def test_backend_tls_re_encrypts_with_the_given_ca() -> None:
     )
     assert "ssl verify required ca-file /etc/haproxy/ca.pem alpn h2" in backend
     assert "verifyhost serving.example" in backend
+
+
+# Who reaches HAProxy's exporter and stats (issue 23, item 3): the monitoring hosts, which
+# scrape /metrics, at the address the fleet gives them; nobody else by default.
+MONITORS = {
+    "mon-1": {"inventory_hostname": "mon-1", "ansible_host": "10.0.0.9"},
+    "mon-2": {"inventory_hostname": "mon-2", "ansible_host": "10.0.0.10",
+              "test_host_address": "172.30.0.10"},
+}  # fmt: skip
+
+
+def lb_variables(**overrides: object) -> dict[str, object]:
+    """The role's defaults and vars on a load balancer of an inventory with MONITORS."""
+    return {
+        **role_variables("tfserving_lb"),
+        "inventory_hostname": "lb-1",
+        "groups": {"tfserving_nodes": ["node1"], "tfserving_monitoring": ["mon-1"]},
+        "hostvars": {"node1": {"ansible_host": "10.0.0.1"}, **MONITORS},
+        **overrides,
+    }
+
+
+def stats_rules(**overrides: object) -> str:
+    rules = input_firewall_rules.evaluate(
+        "{{ tfserving_lb_stats_rules }}", lb_variables(**overrides)
+    )
+    return input_firewall_rules.rules_file(
+        input_firewall_rules.firewall_variables("lb-stats", rules)
+    )
+
+
+def test_the_exporter_listens_where_the_variable_says() -> None:
+    defaults = role_variables("tfserving_lb")
+    address = input_firewall_rules.evaluate("{{ tfserving_lb_stats_bind_address }}", lb_variables())
+    stats = section(render(tfserving_lb_stats_bind_address=address), "frontend tfserving_lb_stats")
+    assert f"bind 0.0.0.0:{defaults['tfserving_lb_stats_port']}" in stats
+    stats = section(
+        render(tfserving_lb_stats_bind_address="10.0.0.2", tfserving_lb_stats_port=9404),
+        "frontend tfserving_lb_stats",
+    )
+    assert "bind 10.0.0.2:9404" in stats
+    # The host rules are IPv4-only: an IPv6 address for the exporter is refused.
+    ipv4 = defaults["tfserving_lb_ipv4"]
+    assert re.match(ipv4, "0.0.0.0")
+    assert re.match(ipv4, "10.0.0.2")
+    assert not re.match(ipv4, "::")
+    assert not re.match(ipv4, "[::]")
+
+
+def test_only_the_monitoring_hosts_reach_the_exporter_and_stats(tmp_path: Path) -> None:
+    text = stats_rules()
+    assert input_firewall_rules.who_reaches(text) == {8405: ["10.0.0.9"]}
+    checked = input_firewall_rules.iptables_accepts(text, tmp_path)
+    assert checked is None or checked.returncode == 0, checked.stderr
+    # The address variable of the fleet (the nodes' serving firewall reads the same), every
+    # monitoring host, the port, and tfserving_lb_stats_allow (e.g. the controller for /stats).
+    text = stats_rules(
+        groups={"tfserving_nodes": ["node1"], "tfserving_monitoring": ["mon-1", "mon-2"]},
+        tfserving_firewall_address_var="ansible_host",
+        tfserving_lb_stats_port=9404,
+        tfserving_lb_stats_allow=["10.9.0.1"],
+    )
+    assert input_firewall_rules.who_reaches(text) == {9404: ["10.0.0.9", "10.0.0.10", "10.9.0.1"]}
+    text = stats_rules(
+        groups={"tfserving_nodes": ["node1"], "tfserving_monitoring": ["mon-2"]},
+        tfserving_firewall_address_var="test_host_address",
+    )
+    assert input_firewall_rules.who_reaches(text) == {8405: ["172.30.0.10"]}
+    # Without a monitoring host, only the load balancer itself.
+    text = stats_rules(groups={"tfserving_nodes": ["node1"]})
+    assert input_firewall_rules.who_reaches(text) == {8405: []}
+
+
+def test_the_rules_are_in_place_before_haproxy_is_installed() -> None:
+    from role_tasks import flat_tasks, load_yaml
+
+    tasks = load_yaml(role_templates.ROOT / "roles" / "tfserving_lb" / "tasks" / "main.yml")
+    names = [task.get("name", "") for task in flat_tasks(tasks)]
+    include = next(t for t in flat_tasks(tasks) if "exporter and stats" in t.get("name", ""))
+    assert (
+        include["ansible.builtin.include_role"]["name"]
+        == "tfserving.fleet.tfserving_input_firewall"
+    )
+    assert include["vars"]["tfserving_input_firewall_before"] == ["haproxy.service"]
+    assert names.index(include["name"]) < names.index("Install HAProxy")
