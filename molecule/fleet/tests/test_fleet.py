@@ -591,6 +591,8 @@ def test_phase_f_an_image_whose_server_exits_is_rolled_back_on_its_first_node() 
     assert result.returncode != 0
     assert "fleet-node1 did not pass the readiness gate (crashed)" in output, output[-4000:]
     assert "The previous container is back, with its image, flags and config files." in output
+    # ... and it serves: the previous versions answered the gate's checks again.
+    assert "The previous versions answer again" in output, output[-4000:]
     assert "this server exits at start" in output
     assert report["failed"] == 0, traffic.failures[:5]
     after = {
