@@ -1,4 +1,5 @@
-"""restore.yml puts the config files a replaced container read back, readable by the server.
+"""keep-config.yml and restore.yml: the config files a replaced container read come back
+readable by the server.
 
 Run on this machine against a temporary tfserving_root (no container involved: the plan
 found none kept, so only the config files are restored)."""
@@ -22,6 +23,15 @@ PLAY = """
   vars:
     ansible_python_interpreter: "{{ ansible_playbook_python }}"
   tasks:
+    - name: Keep the config files, as config.yml does before replacing a container
+      ansible.builtin.include_role:
+        name: tfserving.fleet.tfserving
+        tasks_from: keep-config.yml
+    - name: A new config file is written
+      ansible.builtin.copy:
+        dest: "{{ tfserving_root }}/config/models.config"
+        content: "new\n"
+        mode: "0640"
     - name: Restore
       ansible.builtin.include_role:
         name: tfserving.fleet.tfserving
@@ -32,21 +42,21 @@ PLAY = """
 def test_restored_config_directory_stays_searchable(tmp_path: Path) -> None:
     root = tmp_path / "srv"
     config = root / "config"
-    previous = root / "previous" / "config"
-    for d in (config, previous):
-        d.mkdir(parents=True)
-        d.chmod(0o750)
-    (config / "models.config").write_text("new\n")
-    (previous / "models.config").write_text("previous\n")
-    (previous / "models.config").chmod(0o640)  # as config.yml keeps them
+    config.mkdir(parents=True)
+    config.chmod(0o750)  # as config.yml makes it
+    (config / "models.config").write_text("previous\n")
+    (config / "models.config").chmod(0o640)
     play = tmp_path / "play.yml"
     play.write_text(PLAY)
     extra = {
         "tfserving_root": str(root),
         "tfserving_container_gid": os.getgid(),
+        # A replaced container: keep-config.yml keeps the files; no container runs here.
         "tfserving_plan_previous": False,
-        "tfserving_plan_container_changed": False,
-        "tfserving_plan_running": False,
+        "tfserving_plan_container_changed": True,
+        "tfserving_plan_config_changed": False,
+        "tfserving_plan_running": True,
+        "tfserving_keeps_previous": False,
     }
     result = subprocess.run(
         [
