@@ -352,12 +352,18 @@ def test_dropped_model_is_removed_after_the_gate_and_can_return(site: Site) -> N
 
 # An export is regular files and directories only: a link (here to a controller secret, as
 # assets/x -> ~/.ssh/id_ed25519 would be) is refused by the scan before any host change.
-def test_a_link_in_an_export_is_refused_before_any_host_change(site: Site) -> None:
+def export_linking_a_secret(site: Site) -> Path:
+    """Version 1 of model m with assets/x -> a controller "private key" beside the site."""
     secret = site.tmp / "id_ed25519"
     secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
     version = site.export("m", 1)
     (version / "assets").mkdir()
     (version / "assets" / "x").symlink_to(secret)
+    return version
+
+
+def test_a_link_in_an_export_is_refused_before_any_host_change(site: Site) -> None:
+    export_linking_a_secret(site)
     result = site.run([site.model("m")])
     text = output(result)
     assert result.returncode != 0
@@ -383,11 +389,7 @@ SYNC_VERSION_PLAY = """
 # link, so no controller file a link points to reaches the host, and a copy holding a link is
 # removed before the owner and mode changes, which would follow it, and before it is placed.
 def test_the_copy_never_follows_a_link(site: Site) -> None:
-    secret = site.tmp / "id_ed25519"
-    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
-    version = site.export("m", 1)
-    (version / "assets").mkdir()
-    (version / "assets" / "x").symlink_to(secret)
+    version = export_linking_a_secret(site)
     (version / "assets" / "vars").symlink_to("../variables", target_is_directory=True)
     for made_by_sync in ("models/m", "state/m"):
         (site.host / made_by_sync).mkdir(parents=True)
