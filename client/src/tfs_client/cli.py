@@ -17,7 +17,8 @@ EPILOG = """\
 exit codes: 0 success, 1 other failure (model not ready, failed requests in bench),
 2 bad usage or local input, 3 UNAVAILABLE (wait: server not reachable), 4 NOT_FOUND,
 5 INVALID_ARGUMENT, 6 DEADLINE_EXCEEDED, 7 answer differs from --expect-*,
-8 wait: a version failed to load, 9 wait: not every version AVAILABLE in time"""
+8 wait: a version failed to load, 9 wait: not every version AVAILABLE in time,
+10 canary-status: no canary is running"""
 
 
 def _positive_float(text: str) -> float:
@@ -303,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print JSON")
     _connection_options(bench)
     _fleet_status_parser(sub)
+    _canary_status_parser(sub)
     return parser
 
 
@@ -334,6 +336,40 @@ def _fleet_status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     tls.add_argument("--ca-file", type=Path, metavar="FILE", help="PEM CA (implies TLS)")
     tls.add_argument("--cert-file", type=Path, metavar="FILE", help="PEM client certificate")
     tls.add_argument("--key-file", type=Path, metavar="FILE", help="PEM client private key")
+
+
+def _canary_status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    canary = sub.add_parser(
+        "canary-status",
+        help="the running canary: its share, the time left, canary against baseline so far",
+        description="The canary whose window is open now, from the file the canary play "
+        "keeps on the controller meanwhile: its nodes, share of new requests and the time "
+        "left; with --prometheus, per model the canary's and the baseline's requests, error "
+        "ratio and p50/p99 latency since the window started, and the thresholds the canary "
+        "breaks so far (for information: the play makes the verdict). Exit code 0 when a "
+        "canary is running, 10 when none is (no file), 3 when Prometheus does not answer.",
+    )
+    canary.add_argument(
+        "--file",
+        type=Path,
+        metavar="FILE",
+        help="the play's running file (default "
+        "~/.local/state/tfserving-fleet/canary/running.json: "
+        "tfserving_canary_report_dir/running.json)",
+    )
+    canary.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="the fleet's Prometheus, e.g. http://mon:9090, for the numbers so far",
+    )
+    canary.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="deadline of each query (default 10)",
+    )
+    canary.add_argument("--json", action="store_true", help="print JSON")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import bench, expect, fleet, gate, render, tensors
+from . import bench, canary, expect, fleet, gate, render, tensors
 from ._protos import predict_pb2, types_pb2
 from .api import (
     DEFAULT_SIGNATURE,
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         "metadata": metadata,
         "bench": run_bench,
         "fleet-status": fleet.run_command,
+        "canary-status": canary.run_command,
     }
     return handlers[args.command](args)
 

@@ -15,6 +15,7 @@ EXIT_DEADLINE = 6
 EXIT_MISMATCH = 7  # predict: the answer differs from the expected one
 EXIT_LOAD_FAILED = 8  # wait: an expected version failed to load
 EXIT_NOT_READY = 9  # wait: the server answered, but not every version was AVAILABLE in time
+EXIT_NO_CANARY = 10  # canary-status: no canary window is open (no running file)
 
 _MAX_DETAIL = 300
 
