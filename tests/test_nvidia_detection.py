@@ -149,7 +149,13 @@ def test_detect_prefers_nvidia_smi() -> None:
     assert result["gpu_count"] == 2
     assert result["gpu_models"] == ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB"]
     assert result["driver_version"] == "535.183.01"
-    assert host.ran == [["/usr/bin/nvidia-smi", *facts.NVIDIA_SMI_QUERY]]
+    # Then -L for the MIG slices (this host answers it with the query's text: none).
+    assert host.ran == [
+        ["/usr/bin/nvidia-smi", *facts.NVIDIA_SMI_QUERY],
+        ["/usr/bin/nvidia-smi", "-L"],
+    ]
+    assert result["checks"][-1] == "nvidia-smi -L: 0 MIG slice(s)"
+    assert [gpu["mig"] for gpu in result["gpus"]] == [[], []]
 
 
 def test_detect_falls_back_to_proc_when_nvidia_smi_fails() -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Find the NVIDIA GPUs of a host and the loaded driver version.
+"""Find the NVIDIA GPUs of a host (or of a container), their MIG slices and the driver version.
 
 The parsers are pure functions so they can be tested against recorded outputs
 (tests/test_nvidia_detection.py); the module only gathers the raw text.
@@ -16,13 +16,16 @@ from dataclasses import asdict, dataclass, field
 DOCUMENTATION = r"""
 ---
 module: nvidia_gpu_info
-short_description: Detect NVIDIA GPUs and the driver version on a host
+short_description: Detect NVIDIA GPUs, their MIG slices and the driver version on a host
 description:
   - Tries three sources in order and reports the first that finds a GPU.
-  - C(nvidia-smi --query-gpu) when the binary is present and answers (driver loaded).
+  - C(nvidia-smi --query-gpu) when the binary is present and answers (driver loaded);
+    C(nvidia-smi -L) then adds each GPU's MIG slices (UUID and profile).
   - C(/proc/driver/nvidia) (the kernel module's version file and C(gpus/*/information)).
   - NVIDIA (vendor 10de) VGA (class 0300) and 3D (class 0302) controllers in C(lspci -nn);
     this finds a GPU whose driver is not loaded, so the driver version stays empty.
+  - With O(container), only nvidia-smi is asked, through C(docker exec), and the answer is
+    the GPUs and MIG slices that container sees.
   - Changes nothing on the host.
   - An C(_info) module by Ansible's convention. It returns what it found as the task's
     result (register it) and sets no C(ansible_facts).
@@ -43,12 +46,24 @@ options:
     description: Name (looked up in PATH) or absolute path of lspci.
     type: str
     default: lspci
+  container:
+    description:
+      - Name of a running container to ask instead of the host (C(docker exec CONTAINER
+        nvidia-smi ...)); O(nvidia_smi) is then its name or path inside the container.
+      - Empty asks the host.
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
 - name: Detect the GPUs
   tfserving.fleet.nvidia_gpu_info:
   register: gpu
+
+- name: List the GPUs a serving container sees
+  tfserving.fleet.nvidia_gpu_info:
+    container: tfserving-1
+  register: gpu_seen
 """
 
 RETURN = r"""
@@ -70,7 +85,11 @@ detection_source:
   type: str
   returned: always
 gpus:
-  description: One entry per GPU (index, name, uuid, memory_mib, pci_bus, source).
+  description:
+    - One entry per GPU (index, name, uuid, memory_mib, pci_bus, source, mig).
+    - C(mig) lists the GPU's MIG slices from C(nvidia-smi -L), each with C(index) (the
+      slice's device number on its GPU), C(uuid) (C(MIG-...)) and C(profile) (C(1g.5gb));
+      empty without slices or when nvidia-smi did not find the GPUs.
   type: list
   elements: dict
   returned: always
@@ -88,12 +107,23 @@ NVIDIA_SMI_QUERY = [
     "--query-gpu=" + ",".join(NVIDIA_SMI_FIELDS),
     "--format=csv,noheader,nounits",
 ]
+# Lists the GPUs and, under each, its MIG slices (the query above does not show slices).
+NVIDIA_SMI_LIST = ["-L"]
 NVIDIA_VENDOR_ID = "10de"
 # PCI classes of display controllers that are GPUs: VGA compatible (0300), 3D (0302).
 GPU_PCI_CLASSES = ("0300", "0302")
 
 _PROC_VERSION_RE = re.compile(
     r"^NVRM version:.*?Kernel Module\S*(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)"
+)
+# `nvidia-smi -L`: "GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-...)" and, under a GPU,
+# "  MIG 3g.20gb     Device  0: (UUID: MIG-...)" (profiles such as 1g.10gb+me included;
+# drivers before R470 wrote the slice UUID as MIG-GPU-<uuid>/<gi>/<ci>).
+_LIST_GPU_RE = re.compile(
+    r"^GPU\s+(?P<index>\d+):\s*(?P<name>.*?)\s*\(UUID:\s*(?P<uuid>[^)\s]+)\s*\)"
+)
+_LIST_MIG_RE = re.compile(
+    r"^MIG\s+(?P<profile>\S+)\s+Device\s+(?P<index>\d+):\s*\(UUID:\s*(?P<uuid>[^)\s]+)\s*\)"
 )
 _LSPCI_RE = re.compile(
     r"^(?P<bus>\S+)\s+(?P<class_name>.+?)\s+\[(?P<class>[0-9a-f]{4})\]:\s+"
@@ -110,6 +140,8 @@ class Gpu:
     uuid: str = ""
     memory_mib: int | None = None
     pci_bus: str = ""
+    # MIG slices: {index, uuid, profile}, in the order nvidia-smi -L lists them.
+    mig: list[dict[str, object]] = field(default_factory=list)
 
 
 @dataclass
@@ -137,34 +169,108 @@ def _int_or_none(text: str) -> int | None:
         return None
 
 
-def parse_nvidia_smi_query(text: str) -> tuple[list[Gpu], str]:
-    """Parse `nvidia-smi --query-gpu=<NVIDIA_SMI_FIELDS> --format=csv,noheader,nounits`."""
+def _mib_or_none(text: str) -> int | None:
+    """'40960' (nounits) or '40960 MiB' -> 40960; '[N/A]' -> None."""
+    value = text.strip()
+    if value.endswith("MiB"):
+        value = value[: -len("MiB")]
+    return _int_or_none(value)
+
+
+def _query_row(line: str, fields: tuple[str, ...]) -> dict[str, str] | None:
+    """One CSV line of `--query-gpu=<fields>` as {field: text}; None when it is not one.
+
+    The name may itself contain commas: the columns before it are split from the left,
+    those after it from the right, and what lies between is the name.
+    """
+    at = fields.index("name") if "name" in fields else len(fields)
+    before, after = fields[:at], fields[at + 1 :]
+    head = line.split(",", len(before)) if before else [line]
+    if len(head) < len(before) + 1:
+        return None
+    rest = head[len(before)]
+    tail = rest.rsplit(",", len(after)) if after else [rest]
+    if len(tail) < len(after) + 1:
+        return None
+    row = dict(zip(before, head[: len(before)], strict=True))
+    if "name" in fields:
+        row["name"] = tail[0]
+    row.update(zip(after, tail[1:], strict=True))
+    return {key: value.strip() for key, value in row.items()}
+
+
+def parse_nvidia_smi_query(
+    text: str, fields: tuple[str, ...] = NVIDIA_SMI_FIELDS
+) -> tuple[list[Gpu], str]:
+    """Parse `nvidia-smi --query-gpu=<fields> --format=csv,noheader[,nounits]`.
+
+    FIELDS must name `index`; `uuid`, `name`, `memory.total`, `pci.bus_id` and
+    `driver_version` are read when asked for (memory with or without its MiB unit).
+    Returns the GPUs by index and the driver version ('' when not asked for).
+    """
     gpus: list[Gpu] = []
     driver_versions: list[str] = []
-    fixed = len(NVIDIA_SMI_FIELDS) - 1
     for line in text.splitlines():
-        # The name is the last column and may itself contain commas: split the others off.
-        row = line.split(",", fixed)
-        if len(row) < len(NVIDIA_SMI_FIELDS):
+        row = _query_row(line, fields)
+        if row is None:
             continue
-        index, uuid, driver, memory, bus = (cell.strip() for cell in row[:fixed])
-        name = row[fixed].strip()
-        position = _int_or_none(index)
+        position = _int_or_none(row["index"])
         if position is None:
             continue
         gpus.append(
             Gpu(
                 index=position,
-                name=name,
+                name=row.get("name", ""),
                 source="nvidia-smi",
-                uuid=uuid,
-                memory_mib=_int_or_none(memory),
-                pci_bus=bus.lower(),
+                uuid=row.get("uuid", ""),
+                memory_mib=_mib_or_none(row.get("memory.total", "")),
+                pci_bus=row.get("pci.bus_id", "").lower(),
             )
         )
-        driver_versions.append(driver)
+        driver_versions.append(row.get("driver_version", ""))
     gpus.sort(key=lambda gpu: gpu.index)
     return gpus, (driver_versions[0] if driver_versions else "")
+
+
+def parse_nvidia_smi_list(text: str) -> list[Gpu]:
+    """Parse `nvidia-smi -L`: the GPUs (index, name, uuid) with their MIG slices."""
+    gpus: list[Gpu] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        gpu = _LIST_GPU_RE.match(stripped)
+        if gpu:
+            gpus.append(
+                Gpu(
+                    index=int(gpu["index"]),
+                    name=gpu["name"],
+                    source="nvidia-smi",
+                    uuid=gpu["uuid"],
+                )
+            )
+            continue
+        mig = _LIST_MIG_RE.match(stripped)
+        if mig and gpus:
+            gpus[-1].mig.append(
+                {"index": int(mig["index"]), "uuid": mig["uuid"], "profile": mig["profile"]}
+            )
+    gpus.sort(key=lambda gpu: gpu.index)
+    return gpus
+
+
+def add_mig_slices(gpus: list[Gpu], listed: list[Gpu]) -> int:
+    """Give each GPU the MIG slices `nvidia-smi -L` listed under it (matched by UUID, by
+    index when either side has no UUID). Returns the number of slices added."""
+    by_uuid = {gpu.uuid: gpu for gpu in listed if gpu.uuid}
+    by_index = {gpu.index: gpu for gpu in listed}
+    added = 0
+    for gpu in gpus:
+        match = by_uuid.get(gpu.uuid) if gpu.uuid else None
+        if match is None and (not gpu.uuid or not by_uuid):
+            match = by_index.get(gpu.index)
+        if match is not None:
+            gpu.mig = [dict(slice_) for slice_ in match.mig]
+            added += len(gpu.mig)
+    return added
 
 
 def parse_proc_version(text: str) -> str:
@@ -258,30 +364,53 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
+def _ask_nvidia_smi(probe: Probe, smi: list[str], found: Detection) -> bool:
+    """nvidia-smi's GPUs, then their MIG slices, into FOUND; False when it listed none."""
+    result = probe.run([*smi, *NVIDIA_SMI_QUERY])
+    gpus, driver = parse_nvidia_smi_query(result.stdout) if result.rc == 0 else ([], "")
+    if not gpus:
+        reason = _first_line(result.stdout + "\n" + result.stderr) or "no GPU listed"
+        found.checks.append(f"nvidia-smi: exit {result.rc}: {reason}")
+        return False
+    found.checks.append(f"nvidia-smi: {len(gpus)} GPU(s), driver {driver}")
+    listing = probe.run([*smi, *NVIDIA_SMI_LIST])
+    if listing.rc == 0:
+        slices = add_mig_slices(gpus, parse_nvidia_smi_list(listing.stdout))
+        found.checks.append(f"nvidia-smi -L: {slices} MIG slice(s)")
+    else:
+        reason = _first_line(listing.stdout + "\n" + listing.stderr) or "no output"
+        found.checks.append(f"nvidia-smi -L: exit {listing.rc}: {reason} (MIG slices unknown)")
+    found.source, found.driver_version, found.gpus = "nvidia-smi", driver, gpus
+    return True
+
+
 def detect(
     probe: Probe,
     nvidia_smi: str = "nvidia-smi",
     proc_dir: str = "/proc/driver/nvidia",
     lspci: str = "lspci",
+    container: str = "",
 ) -> Detection:
     """Try nvidia-smi, then /proc/driver/nvidia, then lspci; the first that finds GPUs wins.
 
     A driver version found by a source that saw no GPU is still kept (for messages).
+    With CONTAINER, only nvidia-smi inside that container is asked (docker exec).
     """
     found = Detection()
+
+    if container:
+        docker = probe.which("docker")
+        if docker is None:
+            found.checks.append("docker: not found (needed to ask a container)")
+        else:
+            _ask_nvidia_smi(probe, [docker, "exec", container, nvidia_smi], found)
+        return found
 
     smi = probe.which(nvidia_smi)
     if smi is None:
         found.checks.append(f"nvidia-smi: {nvidia_smi} not found")
-    else:
-        result = probe.run([smi, *NVIDIA_SMI_QUERY])
-        gpus, driver = parse_nvidia_smi_query(result.stdout) if result.rc == 0 else ([], "")
-        if gpus:
-            found.checks.append(f"nvidia-smi: {len(gpus)} GPU(s), driver {driver}")
-            found.source, found.driver_version, found.gpus = "nvidia-smi", driver, gpus
-            return found
-        reason = _first_line(result.stdout + "\n" + result.stderr) or "no GPU listed"
-        found.checks.append(f"nvidia-smi: exit {result.rc}: {reason}")
+    elif _ask_nvidia_smi(probe, [smi], found):
+        return found
 
     version_text = probe.read(os.path.join(proc_dir, "version"))
     if version_text is None:
@@ -338,6 +467,7 @@ def main() -> None:
             "nvidia_smi": {"type": "str", "default": "nvidia-smi"},
             "proc_dir": {"type": "path", "default": "/proc/driver/nvidia"},
             "lspci": {"type": "str", "default": "lspci"},
+            "container": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
