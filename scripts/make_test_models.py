@@ -10,6 +10,10 @@ Writes, under the output directory (default ``.cache/testdata/tfserving`` in the
                                              tensorflow/serving/regress
     saved_model_query_of_death/00000123      y = x + 1; serving_default (predict x -> y);
                                              an x holding 666 aborts the process (SIGABRT)
+    saved_model_half_plus_two_strict/00000123  half_plus_two, but an x (or x2) with
+                                             |x| >= 100 fails with INVALID_ARGUMENT
+    saved_model_half_plus_two_slow/00000123  half_plus_two, but every request first runs
+                                             160 products of 256x256 matrices (~25 ms)
     good_model_config.txt, bad_model_config.txt, batching_config.txt, monitoring_config.txt
     README.md, .stamp
 
@@ -20,6 +24,14 @@ graphs read variables ``a``, ``b`` and ``c``, so either export is a valid versio
 model's directory (half_plus_three's saved_model.pb and variables/ copied over a
 half_plus_two version answer + 3). query_of_death is the project's own: a request that
 kills the server it reaches, for the load balancer's retry policy.
+
+half_plus_two_strict and half_plus_two_slow are the project's own bad versions of
+half_plus_two for the canary tests: the same signatures and tensor names, so a server loads
+them as versions of half_plus_two, and both answer the smoke prediction
+(files/samples/half_plus_two.json, x = 1, 2, 5) right. strict refuses inputs outside
+|x| < 100 (INVALID_ARGUMENT, as a version that breaks on real inputs); slow answers every
+input right but does real TensorFlow work first (a while loop of matrix products whose
+result scales x by exactly 1), so it is many times slower than half_plus_two.
 
 Cached by content: ``.stamp`` holds a hash of this file (and the TensorFlow version) and a
 run returns at once when it matches (``--force`` rebuilds). The set is built in a hidden
@@ -51,6 +63,12 @@ STAMP = ".stamp"
 ASSET_NAME = "foo.txt"
 ASSET_TEXT = "asset-file-contents"
 QUERY_OF_DEATH = 666.0
+# half_plus_two_strict refuses any |x| >= STRICT_LIMIT (the smoke sends 1, 2 and 5).
+STRICT_LIMIT = 100.0
+# half_plus_two_slow: SLOW_STEPS products of SLOW_SIZE x SLOW_SIZE matrices per request,
+# about 25 ms on one core of a current x86 CPU (half_plus_two: well under 1 ms).
+SLOW_SIZE = 256
+SLOW_STEPS = 160
 PREDICT = "tensorflow/serving/predict"
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
@@ -102,6 +120,12 @@ edit: a change to the script, or a run with `--force`, replaces this directory.
   `x` to `y`, float32 of shape [-1, 1]). `x=[[1.0],[2.0],[5.0]]` gives `y=[[2.0],[3.0],[6.0]]`;
   an `x` holding 666 runs TensorFlow's Abort op, which ends the process with SIGABRT (the
   real tensorflow_model_server and the stand-in alike): a query of death.
+- `saved_model_half_plus_two_strict/00000123`: half_plus_two (same signatures, tensor names
+  and answers), except that a request with any `x` (or `x2`) of absolute value 100 or more
+  fails with INVALID_ARGUMENT ("assertion failed"): passes the smoke, fails on real inputs.
+- `saved_model_half_plus_two_slow/00000123`: half_plus_two (same signatures, tensor names
+  and answers), but each request first runs 160 products of 256x256 float matrices in a
+  while loop (about 25 ms on one CPU core): right answers, many times slower.
 - `good_model_config.txt`: ModelServerConfig text proto naming both models (base paths
   are the placeholders `${TEST_HALF_PLUS_TWO_DIR}` and `${TEST_HALF_PLUS_THREE_DIR}`).
 - `bad_model_config.txt`: not a text proto; must be rejected.
@@ -150,11 +174,15 @@ def parse_example(tf: Any, serialized: Any, defaults: dict[str, list[float]]) ->
     return list(parsed.dense_values)
 
 
-def build_half_plus_two(tf: Any) -> tuple[dict[str, Any], Any]:
+def build_half_plus_two(tf: Any, through: Any = None) -> tuple[dict[str, Any], Any]:
     """The half_plus_two graph in the current default graph: (signatures, main op).
 
     ``x`` and ``x2`` are the parsed features of ``tf_example`` (serialized tf.Example protos);
     predict feeds ``x`` directly. y = a x + b, y2 = a x + c, y3 = a2 x2 + c2.
+
+    ``through`` (the bad versions) maps ``x`` and ``x2`` to the tensors the outputs are
+    computed from; it runs after the named input tensors, so every signature, fed by
+    tf.Example or by ``x``/``x2`` directly, goes through it.
     """
     v1, raw = tf.compat.v1, tf.raw_ops
     with tf.device("/device:CPU:0"):
@@ -166,11 +194,12 @@ def build_half_plus_two(tf: Any) -> tuple[dict[str, Any], Any]:
         x_value, x2_value = parse_example(tf, tf_example, {"x": [], "x2": [0.0]})
         x = tf.identity(x_value, name="x")
         x2 = tf.identity(x2_value, name="x2")
-        y = tf.identity(raw.Add(x=raw.Mul(x=a, y=x), y=b), name="y")
-        y2 = tf.identity(raw.Add(x=raw.Mul(x=a, y=x), y=c), name="y2")
+        x_in, x2_in = (x, x2) if through is None else through(tf, x, x2)
+        y = tf.identity(raw.Add(x=raw.Mul(x=a, y=x_in), y=b), name="y")
+        y2 = tf.identity(raw.Add(x=raw.Mul(x=a, y=x_in), y=c), name="y2")
         a2 = v1.Variable(0.5, name="a2", use_resource=False)
         c2 = v1.Variable(3.0, name="c2", use_resource=False)
-        y3 = tf.identity(raw.Add(x=raw.Mul(x=a2, y=x2), y=c2), name="y3")
+        y3 = tf.identity(raw.Add(x=raw.Mul(x=a2, y=x2_in), y=c2), name="y3")
     main_op = asset_and_main_op(tf)
 
     info = v1.saved_model.utils.build_tensor_info
@@ -183,6 +212,74 @@ def build_half_plus_two(tf: Any) -> tuple[dict[str, Any], Any]:
         "regress_x2_to_y3": sig({"inputs": info(x2)}, {"outputs": info(y3)}, REGRESS),
     }
     return signatures, main_op
+
+
+def strict_inputs(tf: Any, x: Any, x2: Any) -> tuple[Any, Any]:
+    """``x`` and ``x2`` behind an Assert that every value has |v| < STRICT_LIMIT.
+
+    A raw Assert (no tf.cond around it, so no function library) fails the request with
+    INVALID_ARGUMENT "assertion failed: [...]"; the inputs pass on only through identities
+    with a control dependency on it, so the check runs for every output.
+    """
+    raw = tf.raw_ops
+    checked = []
+    for value, name in ((x, "x"), (x2, "x2")):
+        with tf.name_scope(f"strict_{name}"):
+            inside = raw.All(
+                input=raw.Less(x=raw.Abs(x=value), y=tf.constant(STRICT_LIMIT, name="limit")),
+                axis=tf.constant([0, 1], name="axes"),
+                name="inside",
+            )
+            message = tf.constant(
+                f"half_plus_two_strict: {name} must lie strictly between"
+                f" -{STRICT_LIMIT:g} and {STRICT_LIMIT:g}",
+                name="message",
+            )
+            check = raw.Assert(condition=inside, data=[message, value], summarize=8, name="check")
+            with tf.control_dependencies([check]):
+                checked.append(tf.identity(value, name="checked"))
+    return checked[0], checked[1]
+
+
+def slow_inputs(tf: Any, x: Any, x2: Any) -> tuple[Any, Any]:
+    """``x`` and ``x2`` times a 1.0 that costs SLOW_STEPS matrix products to compute.
+
+    ``m`` is a variable holding the identity matrix; a while loop multiplies it into a
+    running product SLOW_STEPS times, and the product's [0, 0] entry (exactly 1.0: sums of
+    products of zeros and ones) scales the inputs. Grappler cannot fold any of it: the
+    variable's value is only known when the request runs. The loop is TF1 control flow
+    (Enter/Merge/Switch/Exit in the graph itself, no function library), so the graph bytes
+    do not depend on the process's function counter.
+    """
+    v1, raw = tf.compat.v1, tf.raw_ops
+    with tf.name_scope("slow"):
+        m = v1.Variable(tf.eye(SLOW_SIZE), name="m", use_resource=False)
+        was_v2 = v1.control_flow_v2_enabled()
+        v1.disable_control_flow_v2()
+        try:
+            _, product = v1.while_loop(
+                lambda i, _p: raw.Less(x=i, y=tf.constant(SLOW_STEPS, name="steps")),
+                lambda i, p: (raw.AddV2(x=i, y=tf.constant(1, name="one")), raw.MatMul(a=p, b=m)),
+                [tf.constant(0, name="start"), tf.identity(m, name="first")],
+                parallel_iterations=1,
+                back_prop=False,
+                name="products",
+            )
+        finally:
+            if was_v2:
+                v1.enable_control_flow_v2()
+        unit = tf.identity(product[0, 0], name="unit")
+        return raw.Mul(x=x, y=unit, name="x"), raw.Mul(x=x2, y=unit, name="x2")
+
+
+def build_half_plus_two_strict(tf: Any) -> tuple[dict[str, Any], Any]:
+    """half_plus_two that refuses |x| >= STRICT_LIMIT (strict_inputs)."""
+    return build_half_plus_two(tf, strict_inputs)
+
+
+def build_half_plus_two_slow(tf: Any) -> tuple[dict[str, Any], Any]:
+    """half_plus_two that runs SLOW_STEPS matrix products per request (slow_inputs)."""
+    return build_half_plus_two(tf, slow_inputs)
 
 
 def build_half_plus_three(tf: Any) -> tuple[dict[str, Any], Any]:
@@ -305,6 +402,8 @@ def build_all(out: Path, stamp: str) -> None:
             ("saved_model_half_plus_two_cpu", build_half_plus_two),
             ("saved_model_half_plus_three", build_half_plus_three),
             ("saved_model_query_of_death", build_query_of_death),
+            ("saved_model_half_plus_two_strict", build_half_plus_two_strict),
+            ("saved_model_half_plus_two_slow", build_half_plus_two_slow),
         ):
             build_model(tf, staging / name / VERSION, fn, scratch)
         shutil.rmtree(scratch)

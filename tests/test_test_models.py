@@ -5,18 +5,24 @@ TF Serving's own test data: signature names and methods, input and output keys, 
 tensor names behind them, the asset, and y = 0.5 x + 2 / 0.5 x + 3. Models run the way TF
 Serving runs them: ``tf.compat.v1.saved_model.loader.load`` into a Session, then the
 SignatureDef's tensor names. query_of_death (the fleet's retry test) answers x + 1, and an
-input holding 666 ends the process that runs it with SIGABRT.
+input holding 666 ends the process that runs it with SIGABRT. half_plus_two_strict and
+half_plus_two_slow (the canary tests' bad versions) are half_plus_two to a server and to the
+smoke prediction; strict refuses |x| >= 100 with INVALID_ARGUMENT, slow answers many times
+slower.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -31,6 +37,8 @@ check_mod = load_plugin("modules", "tfserving_config_check")
 
 TWO, THREE = "saved_model_half_plus_two_cpu", "saved_model_half_plus_three"
 DEATH = "saved_model_query_of_death"
+STRICT, SLOW = "saved_model_half_plus_two_strict", "saved_model_half_plus_two_slow"
+HALF_PLUS_TWO_VERSIONS = [TWO, STRICT, SLOW]
 VERSION = "00000123"
 PREDICT = "tensorflow/serving/predict"
 CLASSIFY = "tensorflow/serving/classify"
@@ -57,6 +65,8 @@ SIGNATURES: dict[str, dict[str, tuple[str, dict[str, str], dict[str, str]]]] = {
         "serving_default": (PREDICT, {"x": "x:0"}, {"y": "y:0"}),
     },
 }
+# The bad versions are versions of half_plus_two: the same signatures and tensor names.
+SIGNATURES[STRICT] = SIGNATURES[SLOW] = SIGNATURES[TWO]
 
 
 def load_script() -> ModuleType:
@@ -103,7 +113,7 @@ def column(values: list[float] = X) -> np.ndarray:
 
 
 # ----- layout ------------------------------------------------------------------------------
-@pytest.mark.parametrize("model", [TWO, THREE])
+@pytest.mark.parametrize("model", [*HALF_PLUS_TWO_VERSIONS, THREE])
 def test_one_version_dir_with_graph_variables_and_asset(testdata: Path, model: str) -> None:
     assert [p.name for p in (testdata / model).iterdir()] == [VERSION]
     export = testdata / model / VERSION
@@ -113,7 +123,7 @@ def test_one_version_dir_with_graph_variables_and_asset(testdata: Path, model: s
     assert (export / "assets" / "foo.txt").read_text() == "asset-file-contents"
 
 
-@pytest.mark.parametrize("model", [TWO, THREE, DEATH])
+@pytest.mark.parametrize("model", [*HALF_PLUS_TWO_VERSIONS, THREE, DEATH])
 def test_signatures_match_tf_servings_test_models(testdata: Path, model: str) -> None:
     meta = meta_graph(testdata / model / VERSION)
     assert list(meta.meta_info_def.tags) == ["serve"]
@@ -126,8 +136,9 @@ def test_signatures_match_tf_servings_test_models(testdata: Path, model: str) ->
     assert meta.signature_def["serving_default"].inputs["x"].dtype == tf.float32.as_datatype_enum
 
 
-def test_half_plus_two_shapes_and_dtypes(testdata: Path) -> None:
-    sigs = meta_graph(testdata / TWO / VERSION).signature_def
+@pytest.mark.parametrize("model", HALF_PLUS_TWO_VERSIONS)
+def test_half_plus_two_shapes_and_dtypes(testdata: Path, model: str) -> None:
+    sigs = meta_graph(testdata / model / VERSION).signature_def
     x = sigs["serving_default"].inputs["x"]
     assert [d.size for d in x.tensor_shape.dim] == [-1, 1]
     example_input = sigs["classify_x_to_y"].inputs["inputs"]
@@ -135,7 +146,7 @@ def test_half_plus_two_shapes_and_dtypes(testdata: Path) -> None:
     assert example_input.tensor_shape.unknown_rank
 
 
-@pytest.mark.parametrize("model", [TWO, THREE])
+@pytest.mark.parametrize("model", [*HALF_PLUS_TWO_VERSIONS, THREE])
 def test_asset_is_registered(testdata: Path, model: str) -> None:
     meta = meta_graph(testdata / model / VERSION)
     [asset] = meta.collection_def["saved_model_assets"].any_list.value
@@ -148,7 +159,8 @@ def test_asset_is_registered(testdata: Path, model: str) -> None:
 
 # ----- known answers -----------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("model", "want"), [(TWO, PLUS_TWO), (THREE, PLUS_THREE), (DEATH, PLUS_ONE)]
+    ("model", "want"),
+    [(TWO, PLUS_TWO), (STRICT, PLUS_TWO), (SLOW, PLUS_TWO), (THREE, PLUS_THREE), (DEATH, PLUS_ONE)],
 )
 def test_predict_known_answers(testdata: Path, model: str, want: list) -> None:
     out = run_signature(testdata / model / VERSION, "serving_default", "x", column())
@@ -163,16 +175,27 @@ def test_predict_known_answers(testdata: Path, model: str, want: list) -> None:
         ("regress_x_to_y2", "outputs", PLUS_THREE),
     ],
 )
+@pytest.mark.parametrize("model", HALF_PLUS_TWO_VERSIONS)
 def test_half_plus_two_from_tf_examples(
-    testdata: Path, signature: str, output: str, want: list
+    testdata: Path, model: str, signature: str, output: str, want: list
 ) -> None:
-    out = run_signature(testdata / TWO / VERSION, signature, "inputs", examples())
+    out = run_signature(testdata / model / VERSION, signature, "inputs", examples())
     assert out[output].tolist() == want
 
 
-def test_half_plus_two_x2_to_y3(testdata: Path) -> None:
-    out = run_signature(testdata / TWO / VERSION, "regress_x2_to_y3", "inputs", column())
+@pytest.mark.parametrize("model", HALF_PLUS_TWO_VERSIONS)
+def test_half_plus_two_x2_to_y3(testdata: Path, model: str) -> None:
+    out = run_signature(testdata / model / VERSION, "regress_x2_to_y3", "inputs", column())
     assert out["outputs"].tolist() == PLUS_THREE
+
+
+def test_the_smoke_sample_is_what_the_bad_versions_answer_right(testdata: Path) -> None:
+    """The fleet's smoke prediction for half_plus_two passes on both bad versions."""
+    sample = json.loads((REPO / "files" / "samples" / "half_plus_two.json").read_text())
+    x = np.array(sample["x"], np.float32)
+    for model in (STRICT, SLOW):
+        out = run_signature(testdata / model / VERSION, "serving_default", "x", x)
+        assert out["y"].tolist() == (0.5 * x + 2).tolist(), model
 
 
 def test_half_plus_three_regress_from_tf_examples(testdata: Path) -> None:
@@ -238,6 +261,77 @@ def test_query_of_death_aborts_the_process_on_666(testdata: Path) -> None:
     assert run.stdout.splitlines() == ["ordinary [[2.0]]"], run.stdout + run.stderr[-2000:]
     assert run.returncode == -signal.SIGABRT, run.stderr[-2000:]
     assert "Abort_op intentional failure; query_of_death: x == 666" in run.stderr
+
+
+# ----- half_plus_two_strict ---------------------------------------------------------------
+def test_strict_answers_inside_its_range(testdata: Path) -> None:
+    out = run_signature(
+        testdata / STRICT / VERSION, "serving_default", "x", column([-99.5, 0.0, 99.5])
+    )
+    assert out["y"].tolist() == [[-47.75], [2.0], [51.75]]
+
+
+@pytest.mark.parametrize("outside", [100.0, -100.0, 150.0, 1e6])
+def test_strict_refuses_a_batch_with_one_input_out_of_range(testdata: Path, outside: float) -> None:
+    with pytest.raises(tf.errors.InvalidArgumentError, match="half_plus_two_strict: x must lie"):
+        run_signature(testdata / STRICT / VERSION, "serving_default", "x", column([1.0, outside]))
+
+
+@pytest.mark.parametrize(
+    ("signature", "key", "value", "name"),
+    [
+        ("regress_x_to_y", "inputs", examples(values=[2.0, 250.0]), "x"),
+        ("classify_x_to_y", "inputs", examples(values=[-300.0]), "x"),
+        ("regress_x2_to_y3", "inputs", column([500.0]), "x2"),
+    ],
+)
+def test_strict_refuses_out_of_range_through_every_signature(
+    testdata: Path, signature: str, key: str, value: np.ndarray, name: str
+) -> None:
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"half_plus_two_strict: {name} must"):
+        run_signature(testdata / STRICT / VERSION, signature, key, value)
+
+
+# ----- half_plus_two_slow ------------------------------------------------------------------
+def median_predict_seconds(export: Path, calls: int) -> float:
+    """Median wall time of the predict signature over CALLS runs in one loaded Session (one
+    intra-op thread, as on a busy node), after one warm-up run."""
+    config = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=1, inter_op_parallelism_threads=1
+    )
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph, config=config) as s:
+        meta = tf.compat.v1.saved_model.loader.load(s, ["serve"], str(export))
+        sig = meta.signature_def["serving_default"]
+        feed = {sig.inputs["x"].name: column()}
+        fetch = sig.outputs["y"].name
+        assert s.run(fetch, feed).tolist() == PLUS_TWO
+        times = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            s.run(fetch, feed)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def test_slow_is_at_least_five_times_slower_than_half_plus_two(testdata: Path) -> None:
+    fast = median_predict_seconds(testdata / TWO / VERSION, 15)
+    slow = median_predict_seconds(testdata / SLOW / VERSION, 7)
+    assert slow >= 5 * fast, f"slow {slow * 1e3:.2f} ms, half_plus_two {fast * 1e3:.2f} ms"
+    # Real work, not a token delay: the fleet's p99 check needs milliseconds.
+    assert slow >= 0.005, f"slow {slow * 1e3:.2f} ms"
+
+
+def test_slow_matrix_products_are_in_what_fetching_y_runs(testdata: Path) -> None:
+    """The loop of products is on the path to y (a data edge: x times the product's [0, 0]),
+    not a side branch that pruning drops; it is TF1 control flow, with no function library."""
+    meta = meta_graph(testdata / SLOW / VERSION)
+    assert not meta.graph_def.library.function
+    kept = tf.compat.v1.graph_util.extract_sub_graph(meta.graph_def, ["y"])
+    ops = [n.op for n in kept.node]
+    assert ops.count("MatMul") == 1
+    assert {"Enter", "Merge", "Switch", "LoopCond", "NextIteration", "Exit"} <= set(ops)
+    [steps] = [n for n in kept.node if n.name == "slow/products/steps"]
+    assert tf.make_ndarray(steps.attr["value"].tensor) == 160
 
 
 # ----- config files ------------------------------------------------------------------------
