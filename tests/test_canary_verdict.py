@@ -555,3 +555,31 @@ def test_the_queries_select_and_sum_what_they_should_in_prometheus(tmp_path: Pat
         [PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_scrapes_give_the_canary_its_own_window_and_the_baseline_the_sum_of_the_others() -> None:
+    after = [text("node1_after_strict.txt"), text("node2_after.txt"), text("node3_after.txt")]
+    before = [text("node1_before.txt"), text("node2_before.txt"), text("node3_before.txt")]
+    sides = canary.tfserving_canary_scrapes(after, before, ["node-1", "node2", "node3"])
+    assert sides["canary"] == canary_window("strict")
+    assert sides["baseline"] == baseline()
+
+
+def test_scrapes_refuse_pages_that_do_not_pair_with_the_servers() -> None:
+    with pytest.raises(AnsibleFilterError, match="one page at each end per server"):
+        canary.tfserving_canary_scrapes([text("node2_after.txt")], [], ["node2"])
+
+
+def test_answers_are_read_as_canary_then_baseline() -> None:
+    answers = [
+        answer("prometheus_canary_strict_requests.json"),
+        answer("prometheus_canary_strict_latency.json"),
+        answer("prometheus_baseline_requests.json"),
+        answer("prometheus_baseline_latency.json"),
+    ]
+    sides = canary.tfserving_canary_answers(answers)
+    assert sides["canary"] == canary.tfserving_canary_from_prometheus(answers[0], answers[1])
+    assert sides["baseline"] == canary.tfserving_canary_from_prometheus(answers[2], answers[3])
+    assert sides["canary"] != sides["baseline"]
+    with pytest.raises(AnsibleFilterError, match="four answers"):
+        canary.tfserving_canary_answers(answers[:2])

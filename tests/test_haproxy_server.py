@@ -108,6 +108,10 @@ def test_drain_waits_until_haproxy_counts_no_session(haproxy: FakeHAProxy) -> No
         "sessions": 0,
         "queued": 0,
         "check": "L7OK",
+        "weight": 1,
+        "total": 9,
+        "connection_errors": 0,
+        "response_errors": 0,
     }
     assert "set server tfserving_grpc/node1 state drain" in haproxy.commands
     assert haproxy.sessions_per_look == []
@@ -221,3 +225,78 @@ def test_a_server_already_out_is_drained_without_the_check(haproxy: FakeHAProxy)
     haproxy.servers["node1"]["status"] = "DOWN"
     result = run(haproxy, "drained", timeout=1, max_unavailable=1, peers_timeout=0.1)
     assert result["after"]["admin"] == "drain"
+
+
+class WeightedHAProxy(FakeHAProxy):
+    """Adds weights (show servers state's srv_uweight, set server ... weight) and counters."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.weights = {"node1": 100}
+
+    def answer(self, command: str) -> str:
+        if command.startswith("show servers state"):
+            lines = [
+                "1",
+                "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state "
+                "srv_uweight srv_iweight",
+            ]
+            for i, (name, s) in enumerate(self.servers.items()):
+                weight = self.weights.get(name, 1)
+                lines.append(
+                    f"3 tfserving_grpc {i + 1} {name} 10.0.0.{i + 1} 2 {s['flags']} {weight} 100"
+                )
+            return "\n".join(lines) + "\n\n"
+        if command == "show stat":
+            header = "# pxname,svname,qcur,scur,stot,econ,eresp,status,check_status,"
+            rows = [header]
+            for name, s in self.servers.items():
+                rows.append(f"tfserving_grpc,{name},0,{s['scur']},5310,2,3,{s['status']},L7OK,")
+            return "\n".join(rows) + "\n\n"
+        if command.startswith("set server tfserving_grpc/") and " weight " in command:
+            name = command.split("/", 1)[1].split(" ", 1)[0]
+            self.weights[name] = int(command.rsplit(" ", 1)[1])
+            return "\n"
+        return super().answer(command)
+
+
+@pytest.fixture
+def weighted(tmp_path: Path) -> Iterator[WeightedHAProxy]:
+    fake = WeightedHAProxy(tmp_path / "w.sock")
+    yield fake
+    fake.sock.close()
+
+
+def test_query_with_a_weight_sets_only_the_weight_and_reports_the_change(
+    weighted: WeightedHAProxy,
+) -> None:
+    send = mod.unix_socket_sender(str(weighted.path))
+    result = mod.apply(send, "tfserving_grpc", "node1", "query", weight=22)
+    assert result["changed"] is True
+    assert result["before"]["weight"] == 100 and result["after"]["weight"] == 22
+    assert weighted.weights["node1"] == 22
+    assert not any(c.startswith("set server") and " state " in c for c in weighted.commands)
+    again = mod.apply(send, "tfserving_grpc", "node1", "query", weight=22)
+    assert again["changed"] is False
+    assert sum(" weight " in c for c in weighted.commands) == 1
+
+
+def test_ready_puts_the_configured_weight_back(weighted: WeightedHAProxy) -> None:
+    weighted.weights["node1"] = 22
+    send = mod.unix_socket_sender(str(weighted.path))
+    result = mod.apply(send, "tfserving_grpc", "node1", "ready", weight=100, interval=0.01)
+    assert result["changed"] is True  # admin was ready already: only the weight moved
+    assert weighted.weights["node1"] == 100
+
+
+def test_the_state_carries_the_counters_a_canary_is_judged_by(weighted: WeightedHAProxy) -> None:
+    send = mod.unix_socket_sender(str(weighted.path))
+    state = mod.read_state(send, "tfserving_grpc", "node1")
+    assert (state.total, state.connection_errors, state.response_errors) == (5310, 2, 3)
+    assert state.weight == 100
+
+
+def test_a_weight_out_of_range_is_refused(weighted: WeightedHAProxy) -> None:
+    send = mod.unix_socket_sender(str(weighted.path))
+    with pytest.raises(mod.RuntimeError_, match="0-256"):
+        mod.apply(send, "tfserving_grpc", "node1", "query", weight=300)

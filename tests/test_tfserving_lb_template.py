@@ -28,6 +28,7 @@ BASE = {
     "tfserving_lb_node_rest_port": 8501,
     "tfserving_lb_node_grpc_port": 8500,
     "tfserving_lb_check_interval": "1s",
+    "tfserving_lb_weight": 100,
     "tfserving_lb_check_fall": 2,
     "tfserving_lb_check_rise": 2,
     "tfserving_lb_backend_tls": False,
@@ -208,3 +209,10 @@ def test_the_rules_are_in_place_before_haproxy_is_installed() -> None:
     )
     assert include["vars"]["tfserving_input_firewall_before"] == ["haproxy.service"]
     assert names.index(include["name"]) < names.index("Install HAProxy")
+
+
+def test_every_server_gets_the_configured_weight() -> None:
+    """The canary's share is its weight against this one (HAProxy's default is 1)."""
+    for backend in ("backend tfserving_grpc", "backend tfserving_rest"):
+        block = section(render(tfserving_lb_rest_enabled=True, tfserving_lb_weight=100), backend)
+        assert re.search(r"^\s*default-server check weight 100 ", block, re.M), block

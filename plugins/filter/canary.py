@@ -473,6 +473,42 @@ def tfserving_canary_sum(stats_list: Iterable[Any]) -> Stats:
     return _finish(result)
 
 
+def tfserving_canary_scrapes(
+    after: Sequence[Any], before: Sequence[Any], servers: Sequence[str]
+) -> dict[str, Stats]:
+    """The canary's and the baseline's window from direct scrapes: ``after`` and ``before``
+    hold each server's metrics page at the end and at the start of the window, in the
+    order of ``servers``, the canary first and the baseline nodes after it.
+
+    -> {'canary': stats, 'baseline': stats summed over the baseline nodes}
+    """
+    if not len(after) == len(before) == len(servers) or not servers:
+        raise AnsibleFilterError(
+            f"tfserving_canary_scrapes needs one page at each end per server: got"
+            f" {len(after)} and {len(before)} pages for {len(servers)} server(s)."
+        )
+    pairs = zip(after, before, servers, strict=True)
+    deltas = [tfserving_canary_delta(a, b, str(n)) for a, b, n in pairs]
+    return {"canary": deltas[0], "baseline": tfserving_canary_sum(deltas[1:])}
+
+
+def tfserving_canary_answers(answers: Sequence[Any]) -> dict[str, Stats]:
+    """The canary's and the baseline's window from Prometheus: the answers to the canary's
+    ``requests`` and ``latency`` queries, then the baseline's (tfserving_canary_queries).
+
+    -> {'canary': stats, 'baseline': stats}
+    """
+    if len(answers) != 4:
+        raise AnsibleFilterError(
+            "tfserving_canary_answers needs four answers (canary requests and latency, then"
+            f" the baseline's); got {len(answers)}."
+        )
+    return {
+        "canary": tfserving_canary_from_prometheus(answers[0], answers[1]),
+        "baseline": tfserving_canary_from_prometheus(answers[2], answers[3]),
+    }
+
+
 # ----- quantiles and resolution ------------------------------------------------------------
 def _buckets_of(value: Any) -> Mapping[str, Any]:
     if isinstance(value, Mapping) and "latency_buckets" in value:
@@ -865,6 +901,8 @@ class FilterModule:
             "tfserving_canary_prometheus_number": tfserving_canary_prometheus_number,
             "tfserving_canary_delta": tfserving_canary_delta,
             "tfserving_canary_sum": tfserving_canary_sum,
+            "tfserving_canary_scrapes": tfserving_canary_scrapes,
+            "tfserving_canary_answers": tfserving_canary_answers,
             "tfserving_canary_quantile": tfserving_canary_quantile,
             "tfserving_canary_resolution": tfserving_canary_resolution,
             "tfserving_canary_verdict": tfserving_canary_verdict,

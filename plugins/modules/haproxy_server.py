@@ -25,7 +25,10 @@ description:
     pooled idle HTTP/2 connections do not hold it up.
   - C(state=ready) takes the server out of drain or maintenance and waits until HAProxy's
     health check reports it UP.
-  - C(state=query) changes nothing and returns the server's state.
+  - C(state=query) changes nothing and returns the server's state (with O(weight), it
+    sets only the weight).
+  - The returned state carries the counters a canary is judged by - sessions since start
+    and the connection and response errors HAProxy saw on the server.
   - With O(max_unavailable), a server that is in service is drained only while fewer than
     that many servers of the backend are out of service (not UP, drained or in
     maintenance), itself not counted. The module waits (O(peers_timeout)) for the others to
@@ -83,6 +86,14 @@ options:
     type: list
     elements: str
     default: []
+  weight:
+    description:
+      - The server's weight (0-256) to set after the state change; HAProxy shares new
+        requests among the servers of a backend in proportion to their weights. Left out,
+        the weight stays as it is.
+      - A canary gets a small weight beside the others' configured one, and every turn's
+        C(ready) sets the configured weight again.
+    type: int
 """
 
 EXAMPLES = r"""
@@ -100,7 +111,8 @@ before:
   description: The server's state before the change.
   type: dict
   returned: always
-  sample: {status: UP, admin: ready, sessions: 3, queued: 0, check: L7OK}
+  sample: {status: UP, admin: ready, sessions: 3, queued: 0, check: L7OK, weight: 100,
+           total: 5310, connection_errors: 0, response_errors: 0}
 after:
   description: The server's state when the module returned.
   type: dict
@@ -129,6 +141,10 @@ class ServerState:
     sessions: int
     queued: int
     check: str  # last check result, e.g. L7OK, L4CON, L7STS
+    weight: int = 1  # the user weight (show servers state's srv_uweight)
+    total: int = 0  # sessions (requests, in HTTP mode without keep-alive) since start: stot
+    connection_errors: int = 0  # econ: connections that failed
+    response_errors: int = 0  # eresp: responses that failed (reset, empty, timeout)
 
     @property
     def up(self) -> bool:
@@ -167,10 +183,9 @@ def _table(text: str) -> list[dict[str, str]]:
 
 def read_backend(send: Send, backend: str) -> dict[str, ServerState]:
     """Every server of the backend, by name."""
-    flags = {
-        row.get("srv_name", ""): int(row.get("srv_admin_state", "0") or 0)
-        for row in _table(send(f"show servers state {backend}"))
-    }
+    rows = _table(send(f"show servers state {backend}"))
+    flags = {row.get("srv_name", ""): int(row.get("srv_admin_state", "0") or 0) for row in rows}
+    weights = {row.get("srv_name", ""): int(row.get("srv_uweight", "1") or 1) for row in rows}
     servers = {}
     for row in _table(send("show stat")):
         name = row.get("svname", "")
@@ -183,6 +198,10 @@ def read_backend(send: Send, backend: str) -> dict[str, ServerState]:
             sessions=int(row.get("scur") or 0),
             queued=int(row.get("qcur") or 0),
             check=row.get("check_status", ""),
+            weight=weights.get(name, 1),
+            total=int(row.get("stot") or 0),
+            connection_errors=int(row.get("econ") or 0),
+            response_errors=int(row.get("eresp") or 0),
         )
     return servers
 
@@ -246,6 +265,16 @@ def _set(send: Send, backend: str, server: str, state: str) -> None:
         )
 
 
+def _set_weight(send: Send, backend: str, server: str, weight: int) -> None:
+    if not 0 <= weight <= 256:
+        raise RuntimeError_(f"weight {weight} for {backend}/{server}: give 0-256")
+    reply = send(f"set server {backend}/{server} weight {weight}").strip()
+    if reply:
+        raise RuntimeError_(
+            f"HAProxy refused 'set server {backend}/{server} weight {weight}': {reply}"
+        )
+
+
 def apply(
     send: Send,
     backend: str,
@@ -257,6 +286,7 @@ def apply(
     max_unavailable: int = 0,
     peers_timeout: float = 120.0,
     batch: list[str] | None = None,
+    weight: int | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, object]:
@@ -287,13 +317,20 @@ def apply(
         goal = "the health check to report it UP"
         changed = before.admin != "ready"
     else:
+        changed = weight is not None and before.weight != weight
+        if changed:
+            _set_weight(send, backend, server, weight)
+        after = read_state(send, backend, server) if changed else before
         return {
-            "changed": False,
+            "changed": changed,
             "before": asdict(before),
-            "after": asdict(before),
+            "after": asdict(after),
             "out_of_service": [],
             "waited": 0.0,
         }
+    if weight is not None and before.weight != weight:
+        _set_weight(send, backend, server, weight)
+        changed = True
     after = read_state(send, backend, server)
     while wait and not done(after):
         if clock() - start >= timeout:
@@ -332,6 +369,7 @@ def main() -> None:
             "max_unavailable": {"type": "int", "default": 0},
             "peers_timeout": {"type": "float", "default": 120.0},
             "batch": {"type": "list", "elements": "str", "default": []},
+            "weight": {"type": "int"},
         },
         supports_check_mode=False,
     )
@@ -348,6 +386,7 @@ def main() -> None:
             max_unavailable=params["max_unavailable"],
             peers_timeout=params["peers_timeout"],
             batch=params["batch"],
+            weight=params["weight"],
         )
     except (OSError, RuntimeError_) as error:
         module.fail_json(msg=f"HAProxy runtime API at {params['socket']}: {error}")

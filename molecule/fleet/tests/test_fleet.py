@@ -43,6 +43,9 @@ NODES = ("fleet-node1", "fleet-node2", "fleet-node3")
 PLAYBOOKS = "../../playbooks"
 OLD = [2.5, 3.0, 4.5]  # half_plus_two of [1, 2, 5]
 NEW = [3.5, 4.0, 5.5]  # half_plus_three: the version the rollout brings
+# An input outside the smoke's range (files/samples/half_plus_two.json): the strict test
+# model (scripts/make_test_models.py) refuses it with INVALID_ARGUMENT.
+WIDE = [[1.0], [2.0], [150.0]]
 # Variables the later phases keep (an image change stays in place for what follows).
 # Rolling changes go one node first, then half of the rest at a time.
 FLEET_VARS: dict[str, object] = {"tfserving_rollout_batch": [1, "50%"]}
@@ -134,12 +137,18 @@ class Traffic(threading.Thread):
         workers: int = 2,
         max_seconds: float = 900,
         pause: float = 0.04,
+        wide_every: int = 0,
     ):
         super().__init__(daemon=True)
         self.target = f"{addresses()[LB]}:8500"
         self.allowed = [np.array(a, np.float32) for a in allowed]
         self.workers = workers
         self.pause = pause
+        # Every wide_every-th call of a worker sends an input outside the smoke's range
+        # (WIDE); its failures are kept apart too (wide_failures).
+        self.wide_every = wide_every
+        self.wide_sent = 0
+        self.wide_failures: list[str] = []
         self.started = time.monotonic()
         self.deadline = self.started + max_seconds
         self.stop = threading.Event()
@@ -153,14 +162,23 @@ class Traffic(threading.Thread):
     def _work(self) -> None:
         client = Client(self.target, timeout=20)
         x = np.array([[1.0], [2.0], [5.0]], np.float32)
+        x_wide = np.array(WIDE, np.float32)
+        allowed_wide = [np.array([v * 0.5 + c for v in np.ravel(WIDE)]) for c in (2.0, 3.0)]
+        calls = 0
         try:
             while not self.stop.is_set() and time.monotonic() < self.deadline:
                 if len(self.latencies) >= 200_000:
                     break
+                calls += 1
+                wide = self.wide_every > 0 and calls % self.wide_every == 0
                 start = time.perf_counter()
                 try:
-                    y = client.predict(ModelRef("half_plus_two"), {"x": x}).outputs["y"].ravel()
-                    ok = any(np.allclose(y, a) for a in self.allowed)
+                    outputs = client.predict(
+                        ModelRef("half_plus_two"), {"x": x_wide if wide else x}
+                    )
+                    y = outputs.outputs["y"].ravel()
+                    allowed = allowed_wide if wide else self.allowed
+                    ok = any(y.shape == a.shape and np.allclose(y, a) for a in allowed)
                     error = None if ok else f"unexpected answer {y.tolist()}"
                 except RpcError as exc:
                     error = str(exc)
@@ -170,8 +188,11 @@ class Traffic(threading.Thread):
                 with self.lock:
                     self.latencies.append(elapsed)
                     self.times.append(time.monotonic())
+                    self.wide_sent += wide
                     if error:
                         self.failures.append(error)
+                        if wide:
+                            self.wide_failures.append(error)
                     else:
                         self.answers.append(tuple(round(float(v), 3) for v in y))
                 time.sleep(self.pause)
@@ -284,6 +305,17 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return {h: {"ok": int(o), "changed": int(c), "failed": int(f)} for h, o, c, _, f in rows}
 
 
+def changed_tasks(output: str) -> list[str]:
+    """'host: task' for every task of the output that reported a change."""
+    changed, task = [], ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:].split("]", 1)[0]
+        elif match := re.match(r"changed: \[([^\]]+)\]", line):
+            changed.append(f"{match.group(1)}: {task}")
+    return changed
+
+
 def test_a_no_op_run_under_traffic_drains_nothing_and_changes_nothing() -> None:
     """The idempotence run (the scenario's converge again, at its batch of 100%) with
     traffic through the load balancer, which is watched all along: no node leaves READY."""
@@ -300,7 +332,8 @@ def test_a_no_op_run_under_traffic_drains_nothing_and_changes_nothing() -> None:
     assert result.returncode == 0, output[-4000:]
     counters = recap(output)
     assert set(counters) >= {LB, *NODES}, counters
-    assert {h: c["changed"] for h, c in counters.items() if c["changed"]} == {}, output[-6000:]
+    changed = {h: c["changed"] for h, c in counters.items() if c["changed"]}
+    assert changed == {}, "\n".join(changed_tasks(output))
     assert {node: times for node, times in states.drained.items() if times} == {}
     assert report["failed"] == 0, traffic.failures[:5]
     print(f"NO-OP converge under traffic: {elapsed:.0f} s, {len(states.looks)} looks, none drained")
@@ -366,21 +399,163 @@ def test_lb_config_checks_the_served_model() -> None:
     assert on(LB, "haproxy", "-c", "-f", "/etc/haproxy/haproxy.cfg").endswith("valid")
 
 
-def test_phase_a_new_model_version_rolls_across_the_fleet(testdata: Path) -> None:
+# The canary (playbooks/serve.yml): fleet-node1 takes the change and CANARY_SHARE percent of
+# new requests for CANARY_SECONDS beside the two others, then the verdict. The window is
+# four of Prometheus' 5 s scrape intervals.
+CANARY_SHARE = 25
+CANARY_SECONDS = 20
+CANARY = "fleet-node1"
+BASELINE = ("fleet-node2", "fleet-node3")
+
+
+def canary_vars(reports: Path, **more: object) -> dict[str, object]:
+    return {
+        "tfserving_canary": True,
+        "tfserving_canary_share": CANARY_SHARE,
+        "tfserving_canary_duration": CANARY_SECONDS,
+        "tfserving_canary_min_requests": 30,
+        "tfserving_canary_report_dir": str(reports),
+        **more,
+    }
+
+
+def canary_report(reports: Path) -> str:
+    """The one report the run kept on the controller."""
+    files = sorted(reports.glob("*-fleet-node1.txt"))
+    assert len(files) == 1, files
+    return files[0].read_text()
+
+
+def verdict_line(output: str) -> str:
+    found = re.findall(r"canary (?:promoted|rolled back): [^\n\\]*", output)
+    assert found, output[-4000:]
+    return found[-1]
+
+
+def served_versions(node: str) -> str:
+    return on(node, "sh", "-c", "ls /srv/tfserving/models/half_plus_two | sort | xargs")
+
+
+def canary_phase(
+    name: str, version: Path, reports: Path, wide_every: int = 0, **more: object
+) -> tuple[subprocess.CompletedProcess[str], dict[str, object], Traffic]:
+    """Version 125 as VERSION, rolled with the canary under traffic through the load balancer."""
+    shutil.copytree(version, MODELS / "half_plus_two" / "125")
+    traffic = Traffic([OLD, NEW], wide_every=wide_every)
+    traffic.start()
+    try:
+        result = run(f"{PLAYBOOKS}/serve.yml", canary_vars(reports, **more))
+    finally:
+        report = traffic.finish(name)
+    output = result.stdout + result.stderr
+    print(verdict_line(output))
+    print(canary_report(reports))
+    return result, report, traffic
+
+
+def assert_rolled_back(result: subprocess.CompletedProcess[str], before: dict[str, str]) -> None:
+    """The canary serves 124 again, with the same container; the baseline never saw 125."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-4000:]
+    assert "canary rolled back: fleet-node1" in output, output[-4000:]
+    assert "The previous versions answer again" in output, output[-4000:]
+    assert "No other node was changed; the rollout stops here." in output
+    for node in NODES:
+        assert served_versions(node) == "124", node
+        assert container_id(node) == before[node], node
+    for node in BASELINE:
+        assert "125" not in on(node, "sh", "-c", "ls -R /srv/tfserving/state"), node
+    # Only the canary's turn ran: the rolling play never started.
+    assert "Deploy the models and serve them" not in output
+    wait_all_up()
+    weights = on(LB, "sh", "-c", SHOW_STATE)
+    assert all(
+        row.split()[7] == "100" for row in weights.splitlines() if "tfserving_grpc" in row
+    ), weights
+
+
+def canary_failure_budget(report: dict[str, object], traffic: Traffic, seconds: float) -> float:
+    """Client-visible failures a bad canary may cause: the wide inputs among the canary's
+    share of the requests sent while it served them (from its enable at its weight to its
+    drain: the window, Prometheus' last scrape and the verdict; SECONDS), doubled for the
+    round robin's granularity and bursts."""
+    rate = float(report["requests"]) / max(float(report["seconds"]), 1.0)
+    wide_share = 1.0 / traffic.wide_every if traffic.wide_every else 0.0
+    return 2 * rate * seconds * CANARY_SHARE / 100 * wide_share + 3
+
+
+def test_canary_a_good_version_is_promoted_to_every_node(testdata: Path, tmp_path: Path) -> None:
+    """Version 124 (half_plus_three's graph: +3): the canary passes on its window, then the
+    rest of the fleet rolls; no request fails and no container restarts."""
     shutil.copytree(
         testdata / "saved_model_half_plus_three" / "00000123", MODELS / "half_plus_two" / "124"
     )
     containers = {node: container_id(node) for node in NODES}
     traffic = Traffic([OLD, NEW])
     traffic.start()
-    result = run(f"{PLAYBOOKS}/serve.yml")
-    report = traffic.finish("a: model version")
-    assert result.returncode == 0, result.stdout[-4000:]
+    result = run(f"{PLAYBOOKS}/serve.yml", canary_vars(tmp_path))
+    report = traffic.finish("a: model version, canary promoted")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    line = verdict_line(output)
+    print(line)
+    print(canary_report(tmp_path))
+    assert line.startswith("canary promoted: fleet-node1 pass after "), line
     assert report["failed"] == 0, traffic.failures[:5]
     assert traffic.answers[0] == tuple(OLD) and traffic.answers[-1] == tuple(NEW)
     # A model version needs no restart.
     assert {node: container_id(node) for node in NODES} == containers
+    for node in NODES:
+        assert served_versions(node) == "124", node
     wait_all_up()
+
+
+def test_canary_a_version_failing_real_inputs_is_rolled_back(
+    testdata: Path, tmp_path: Path
+) -> None:
+    """Version 125 answers the smoke prediction but refuses inputs outside its range
+    (INVALID_ARGUMENT), which every fourth request sends: the gate passes it, the canary's
+    error ratio fails it, and fleet-node1 goes back to 124. The baseline never loads it."""
+    before = {node: container_id(node) for node in NODES}
+    start = time.monotonic()
+    result, report, traffic = canary_phase(
+        "canary: a version failing real inputs",
+        testdata / "saved_model_half_plus_two_strict" / "00000123",
+        tmp_path,
+        wide_every=4,
+    )
+    shutil.rmtree(MODELS / "half_plus_two" / "125")
+    output = result.stdout + result.stderr
+    assert "error ratio" in verdict_line(output), verdict_line(output)
+    assert_rolled_back(result, before)
+    # Every failure is a wide input the canary refused; some reached it, and no more than
+    # its share and time allow.
+    assert traffic.failures, "the canary saw none of the wide inputs"
+    assert traffic.failures == traffic.wide_failures
+    assert all("INVALID_ARGUMENT" in f for f in traffic.failures), traffic.failures[:3]
+    budget = canary_failure_budget(report, traffic, CANARY_SECONDS + 30)
+    took = time.monotonic() - start
+    print(f"CANARY failures {len(traffic.failures)} (budget {budget:.0f}) in {took:.0f} s")
+    assert len(traffic.failures) <= budget
+
+
+def test_canary_a_version_5x_slower_is_rolled_back_on_latency(
+    testdata: Path, tmp_path: Path
+) -> None:
+    """Version 125 answers right but spends real TensorFlow work on each request (at least
+    five times half_plus_two's latency): its p99 against the baseline's fails it. Read
+    from the servers and the load balancer directly (tfserving_canary_metrics: direct)."""
+    before = {node: container_id(node) for node in NODES}
+    result, report, traffic = canary_phase(
+        "canary: a version 5x slower",
+        testdata / "saved_model_half_plus_two_slow" / "00000123",
+        tmp_path,
+        tfserving_canary_metrics="direct",
+    )
+    shutil.rmtree(MODELS / "half_plus_two" / "125")
+    assert "p99" in verdict_line(result.stdout + result.stderr)
+    assert_rolled_back(result, before)
+    assert report["failed"] == 0, traffic.failures[:5]
 
 
 def test_phase_c_a_server_killed_mid_traffic_costs_no_request() -> None:
