@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import input_firewall_rules
@@ -216,3 +221,39 @@ def test_every_server_gets_the_configured_weight() -> None:
     for backend in ("backend tfserving_grpc", "backend tfserving_rest"):
         block = section(render(tfserving_lb_rest_enabled=True, tfserving_lb_weight=100), backend)
         assert re.search(r"^\s*default-server check weight 100 ", block, re.M), block
+
+
+# The running check names m5..m1 and a model that leaves the set (base64 of its JSON, as
+# slurp returns it).
+RUNNING_CHECK = base64.b64encode(json.dumps(["m5", "m4", "m3", "m2", "m1", "gone"]).encode())
+CHECK_ORDER_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from role_tasks import evaluate, module_args, role_variables, task_file
+task = task_file("tfserving_lb", "main.yml", "Choose the models the health check asks for")
+_, args = module_args(task)
+variables = {
+    **role_variables("tfserving_lb"),
+    "tfserving_lb_check_phase": "rollout",
+    "tfserving_lb_models": ["m1", "m2", "m3", "m4", "m5"],
+    "tfserving_lb_models_current": {"content": sys.argv[2]},
+}
+print(json.dumps(evaluate(args["tfserving_lb_check_models"], variables)))
+"""
+
+
+def test_the_checked_models_keep_their_order_in_every_run() -> None:
+    """The running check's models (a JSON list on the load balancer) narrow the new set in
+    its own order: an order taken from a set would differ between runs (Python's string
+    hashing is seeded per process), rewrite the configuration and reload HAProxy on a run
+    that changes nothing. Each seed is a run."""
+    tests = str(Path(__file__).resolve().parent)
+    for seed in range(6):
+        out = subprocess.run(
+            [sys.executable, "-c", CHECK_ORDER_PROBE, tests, RUNNING_CHECK.decode()],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
+        assert json.loads(out.strip().splitlines()[-1]) == ["m1", "m2", "m3", "m4", "m5"], seed
