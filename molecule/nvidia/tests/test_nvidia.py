@@ -98,6 +98,18 @@ def test_gpu_mode_is_recorded_for_later_plays(host) -> None:
         "gpu_models": ["Tesla T4"],
         "driver_version": "535.183.01",
         "detection_source": "nvidia-smi",
+        # What the tfserving role pins its servers to (tfserving_instance_mode per_gpu).
+        "gpus": [
+            {
+                "index": 0,
+                "name": "Tesla T4",
+                "source": "nvidia-smi",
+                "uuid": "GPU-2c7e5a10-9f43-b8d1-06e2-3a4c7d9b1e55",
+                "memory_mib": 15360,
+                "pci_bus": "00000000:00:1e.0",
+                "mig": [],
+            }
+        ],
     }
 
 
