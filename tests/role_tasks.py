@@ -67,7 +67,9 @@ def evaluate(value: Any, variables: dict[str, Any]) -> Any:
     """VALUE templated with VARIABLES; arguments that template to `omit` are dropped."""
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
+    from role_templates import load_collection
 
+    load_collection()
     templar = Templar(loader=DataLoader(), variables={"omit": "__omit__", **variables})
     result = templar.template(value)
     if isinstance(result, dict):

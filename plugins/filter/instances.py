@@ -512,10 +512,111 @@ def tfserving_instance_gpu_problems(
     return [f"{name} sees {shown}; it was given {device['kind'].upper()} {device['uuid']} alone"]
 
 
+# --- what other hosts know of a node's servers ------------------------------------------
+
+
+def tfserving_instance_server_name(index: Any, node: str) -> str:
+    """The load balancer's name for server INDEX of NODE: the node's own name for server 0
+    (so a node with one server keeps the name it had before instances), NODE-i after."""
+    number = _int(index, "server index")
+    return str(node) if number == 0 else f"{node}-{number}"
+
+
+def tfserving_instance_record(pair: Sequence[Any]) -> dict[str, Any]:
+    """What the tfserving role records of one server (record.yml), from (instance, server
+    name): what the load balancers, monitoring and a person asking which GPU it serves need."""
+    instance, server = pair
+    return {
+        "index": int(instance["index"]),
+        "name": str(instance["name"]),
+        "server": str(server),
+        "grpc_port": int(instance["grpc_port"]),
+        "rest_port": int(instance["rest_port"] or 0),
+        "device": dict(instance["device"]) if instance.get("device") else None,
+        "gpu_uuids": [str(uuid) for uuid in instance.get("gpu_uuids") or []],
+        "cpuset_cpus": str(instance.get("cpuset_cpus") or ""),
+    }
+
+
+def _recorded_servers(value: Any, node: str) -> list[dict[str, Any]]:
+    """The servers of a node's record (ansible_local.tfserving_instances.servers), checked."""
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        raise AnsibleFilterError(f"the record of {node}'s servers is not a list: {value!r}")
+    servers = []
+    for entry in value:
+        if not isinstance(entry, Mapping):
+            raise AnsibleFilterError(f"a server in the record of {node} is no mapping: {entry!r}")
+        where = f"in the record of {node}"
+        index = _int(entry.get("index", 0), f"server index {where}")
+        servers.append(
+            {
+                "name": str(entry.get("server") or tfserving_instance_server_name(index, node)),
+                "index": index,
+                "grpc_port": _int(entry.get("grpc_port"), f"grpc_port {where}"),
+                "rest_port": _int(entry.get("rest_port") or 0, f"rest_port {where}"),
+            }
+        )
+    return sorted(servers, key=lambda server: server["index"])
+
+
+def tfserving_lb_backend_servers(
+    nodes: Sequence[Sequence[Any]],
+    recorded: Mapping[str, Any] | None = None,
+    written: Mapping[str, Any] | None = None,
+    grpc_port: Any = 8500,
+    rest_port: Any = 8501,
+) -> list[dict[str, Any]]:
+    """Every server a load balancer sends to: one line per server of each node.
+
+    NODES are [name, address] pairs in inventory order. A node's servers are those its
+    record lists (RECORDED: {node: servers of ansible_local.tfserving_instances}, read from
+    the nodes in this run by playbooks/instances.yml; None or [] where it has none); else
+    what this load balancer wrote for it last time (WRITTEN, its own record, for a node
+    left out of this run by --limit); else one server on GRPC_PORT and REST_PORT named as
+    the node, which is the configuration from before instances, line for line.
+
+    -> [{name, node, index, address, grpc_port, rest_port}]
+    """
+    recorded = recorded or {}
+    written = written or {}
+    servers: list[dict[str, Any]] = []
+    for pair in nodes:
+        node, address = str(pair[0]), str(pair[1])
+        found = recorded.get(node) or written.get(node)
+        if found:
+            own = _recorded_servers(found, node)
+        else:
+            own = [
+                {
+                    "name": node,
+                    "index": 0,
+                    "grpc_port": _int(grpc_port, "tfserving_lb_node_grpc_port"),
+                    "rest_port": _int(rest_port, "tfserving_lb_node_rest_port"),
+                }
+            ]
+        servers.extend({**server, "node": node, "address": address} for server in own)
+    return servers
+
+
+def tfserving_lb_server_collisions(servers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Server names given twice (a node named like another node's server NODE-i), each as
+    'NAME (node A, server i of node B)'; [] when every name is its own."""
+    seen: dict[str, list[str]] = {}
+    for server in servers:
+        index, node = int(server.get("index") or 0), server["node"]
+        owner = f"node {node}" if index == 0 else f"server {index} of node {node}"
+        seen.setdefault(str(server["name"]), []).append(owner)
+    return [f"{name} ({', '.join(owners)})" for name, owners in seen.items() if len(owners) > 1]
+
+
 class FilterModule:
     def filters(self) -> dict[str, object]:
         return {
             "tfserving_instances": tfserving_instances,
             "tfserving_instance_container_problems": tfserving_instance_container_problems,
             "tfserving_instance_gpu_problems": tfserving_instance_gpu_problems,
+            "tfserving_instance_server_name": tfserving_instance_server_name,
+            "tfserving_instance_record": tfserving_instance_record,
+            "tfserving_lb_backend_servers": tfserving_lb_backend_servers,
+            "tfserving_lb_server_collisions": tfserving_lb_server_collisions,
         }
