@@ -35,6 +35,12 @@ description:
     come back, and fails at once when one that is out is in O(batch) (it cannot come back
     while this turn waits). A server already out of service is drained without the check,
     taking it out costs no capacity.
+  - With O(node) instead of O(server), the module acts on every server of that node at
+    once - the server named as the node and those named NODE-i (a node's other servers,
+    tfserving_instance_mode), not counting a name in O(nodes), which is another node's.
+    A drain then takes all of them out together - the node's servers that are in service
+    count against O(max_unavailable) with the others out; O(max_unavailable) is a number of
+    servers, so a node with more servers in service than it allows is refused at once.
   - The state set here lives in the running process; the tfserving_lb role saves it across
     reloads (server-state-file).
 options:
@@ -47,9 +53,41 @@ options:
     type: str
     required: true
   server:
-    description: Server name in that backend.
+    description: Server name in that backend. One of O(server) and O(node) is required.
     type: str
-    required: true
+  node:
+    description:
+      - An inventory node - act on each of its servers (named NODE and NODE-i).
+    type: str
+  nodes:
+    description:
+      - Every node behind the load balancer, so that a node named like another node's
+        server (C(a-1) beside C(a)) is not taken for it.
+    type: list
+    elements: str
+    default: []
+  exclude:
+    description:
+      - Servers of O(node) to leave alone (servers the node no longer runs, left drained
+        until the load balancer's configuration drops them).
+    type: list
+    elements: str
+    default: []
+  ignore:
+    description:
+      - Servers of other nodes that O(max_unavailable) does not count (their nodes no
+        longer run them; they stay drained until the configuration drops them).
+    type: list
+    elements: str
+    default: []
+  ports:
+    description:
+      - "With C(state=ready), the port each server gets traffic on and is checked on, as
+        C({NAME: {port: P, check_port: C}}) - applied through the runtime API before the
+        server is put back when they differ (a node whose server moved to other ports in
+        its turn). Servers not named keep theirs."
+    type: dict
+    default: {}
   state:
     description: What to do.
     type: str
@@ -97,6 +135,15 @@ options:
 """
 
 EXAMPLES = r"""
+- name: Drain every server of this node (NODE, NODE-1, ...) together
+  tfserving.fleet.haproxy_server:
+    backend: tfserving_grpc
+    node: "{{ inventory_hostname }}"
+    nodes: "{{ groups['tfserving_nodes'] }}"
+    state: drained
+    max_unavailable: 2
+  delegate_to: lb-01
+
 - name: Drain this node at the load balancer and wait for its requests to finish
   tfserving.fleet.haproxy_server:
     backend: tfserving_grpc
@@ -108,13 +155,19 @@ EXAMPLES = r"""
 
 RETURN = r"""
 before:
-  description: The server's state before the change.
+  description:
+    - The server's state before the change. With O(node), the node's servers together -
+      counters summed, UP and ready only when every one is, the first server's weight.
   type: dict
   returned: always
   sample: {status: UP, admin: ready, sessions: 3, queued: 0, check: L7OK, weight: 100,
            total: 5310, connection_errors: 0, response_errors: 0}
 after:
   description: The server's state when the module returned.
+  type: dict
+  returned: always
+servers:
+  description: Each server acted on, with its own C(before) and C(after).
   type: dict
   returned: always
 waited:
@@ -217,6 +270,24 @@ def _describe(name: str, state: ServerState) -> str:
     return f"{name} ({state.status}, {state.admin})"
 
 
+def server_node(name: str, nodes: list[str]) -> str:
+    """The node a server belongs to: NAME itself when it is a node (or nothing says
+    otherwise), the node NODE of a server NODE-i that is not a node's own name."""
+    if name in nodes or not nodes:
+        return name
+    base, _, index = name.rpartition("-")
+    if base and index.isdigit() and base in nodes:
+        return base
+    return name
+
+
+def node_servers(names: list[str], node: str, nodes: list[str]) -> list[str]:
+    """NODE's servers among NAMES: the one named as the node and its NODE-i, in index order."""
+    own = [n for n in names if n != node and server_node(n, [*nodes, node]) == node]
+    own.sort(key=lambda n: int(n.rpartition("-")[2]))
+    return ([node] if node in names else []) + own
+
+
 def wait_for_peers(
     send: Send,
     backend: str,
@@ -227,24 +298,44 @@ def wait_for_peers(
     interval: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
+    own: list[str] | None = None,
+    ignore: list[str] | None = None,
+    nodes: list[str] | None = None,
 ) -> list[str]:
-    """Wait until fewer than max_unavailable other servers are out of service.
+    """Wait until the servers to take out (OWN that are in service; just SERVER when OWN is
+    not given) and the other servers out of service are at most max_unavailable together.
 
-    Returns the names of those out of service at the end; raises RuntimeError_ naming them
-    when one of them is in ``batch`` or when the wait runs out."""
+    Returns the names of the others out of service at the end; raises RuntimeError_ naming
+    them when one of them is in ``batch`` (a batch of nodes: a server counts as its node)
+    or when the wait runs out. IGNORE lists servers not counted (retired ones)."""
     start = clock()
+    mine = set(own or [server])
+    skipped = set(ignore or [])
     while True:
         servers = read_backend(send, backend)
-        out = {n: s for n, s in servers.items() if n != server and not s.up}
-        if len(out) < max_unavailable:
+        taking = sorted(n for n in mine if n in servers and servers[n].up)
+        out = {n: s for n, s in servers.items() if n not in mine and n not in skipped and not s.up}
+        if not taking or len(out) + len(taking) <= max_unavailable:
             return sorted(out)
+        if len(taking) > max_unavailable:
+            raise RuntimeError_(
+                f"{server} has {len(taking)} servers in service ({', '.join(taking)}), which "
+                f"a turn drains together, but tfserving_lb_max_unavailable is "
+                f"{max_unavailable}: it counts servers, not nodes. Give it at least "
+                f"{len(taking)} (the most servers a node of the batch has in service)."
+            )
         names = ", ".join(_describe(n, s) for n, s in sorted(out.items()))
-        rule = (
-            f"{server} stays in service: at most {max_unavailable} server(s) of {backend} may "
-            f"be out at once (tfserving_lb_max_unavailable) and {len(out)} other(s) are out: "
-            f"{names}."
+        who = (
+            f"{server}'s servers ({', '.join(taking)}), drained together,"
+            if len(taking) > 1
+            else taking[0]
         )
-        if any(n in batch for n in out):
+        rule = (
+            f"{who} stay{'' if len(taking) > 1 else 's'} in service: at most "
+            f"{max_unavailable} server(s) of {backend} may be out at once "
+            f"(tfserving_lb_max_unavailable) and {len(out)} other(s) are out: {names}."
+        )
+        if any(server_node(n, nodes or []) in batch or n in batch for n in out):
             raise RuntimeError_(
                 f"{rule} They are in the same rollout batch: make tfserving_rollout_batch at "
                 f"most tfserving_lb_max_unavailable."
@@ -275,6 +366,73 @@ def _set_weight(send: Send, backend: str, server: str, weight: int) -> None:
         )
 
 
+def _combined(states: dict[str, ServerState], first: str) -> dict[str, object]:
+    """One state for a node's servers: the first server's (the node's own) when it has
+    one server; else the counters summed, UP only when every one is, ready only when every
+    one is, and the first server's weight."""
+    if len(states) == 1:
+        return asdict(next(iter(states.values())))
+    values = list(states.values())
+    lead = states.get(first, values[0])
+    admins = {state.admin for state in values}
+    not_up = [state.status for state in values if state.status != "UP"]
+    not_ok = [state.check for state in values if state.check not in ("L7OK", "L4OK", "")]
+    return asdict(
+        ServerState(
+            status=not_up[0] if not_up else "UP",
+            admin="ready" if admins == {"ready"} else "maint" if "maint" in admins else "drain",
+            sessions=sum(state.sessions for state in values),
+            queued=sum(state.queued for state in values),
+            check=not_ok[0] if not_ok else lead.check,
+            weight=lead.weight,
+            total=sum(state.total for state in values),
+            connection_errors=sum(state.connection_errors for state in values),
+            response_errors=sum(state.response_errors for state in values),
+        )
+    )
+
+
+def _read_ports(send: Send, backend: str) -> dict[str, tuple[str, int | None, int | None]]:
+    """Each server's address, traffic port and check port (show servers state)."""
+    ports = {}
+    for row in _table(send(f"show servers state {backend}")):
+
+        def number(key: str, row: dict[str, str] = row) -> int | None:
+            value = row.get(key, "")
+            return int(value) if value.isdigit() else None
+
+        ports[row.get("srv_name", "")] = (
+            row.get("srv_addr", ""),
+            number("srv_port"),
+            number("srv_check_port"),
+        )
+    return ports
+
+
+def _move(send: Send, backend: str, name: str, wanted: dict[str, object]) -> bool:
+    """Give the server the traffic and check ports WANTED ({port, check_port}) when they
+    differ from its own; True when something changed."""
+    address, port, check_port = _read_ports(send, backend).get(name, ("", None, None))
+    moved = False
+    new_port = wanted.get("port")
+    if new_port and port is not None and int(new_port) != port and address:
+        reply = send(f"set server {backend}/{name} addr {address} port {int(new_port)}").strip()
+        if "changed" not in reply and "no need" not in reply:
+            raise RuntimeError_(
+                f"HAProxy refused to move {backend}/{name} to port {new_port}: {reply}"
+            )
+        moved = True
+    new_check = wanted.get("check_port")
+    if new_check and check_port is not None and int(new_check) != check_port:
+        reply = send(f"set server {backend}/{name} check-port {int(new_check)}").strip()
+        if reply:
+            raise RuntimeError_(
+                f"HAProxy refused to check {backend}/{name} on port {new_check}: {reply}"
+            )
+        moved = True
+    return moved
+
+
 def apply(
     send: Send,
     backend: str,
@@ -289,13 +447,30 @@ def apply(
     weight: int | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    node: str | None = None,
+    nodes: list[str] | None = None,
+    exclude: list[str] | None = None,
+    ignore: list[str] | None = None,
+    ports: dict[str, dict[str, object]] | None = None,
 ) -> dict[str, object]:
-    """Do what state asks; return before/after/changed/waited, raise RuntimeError_ on failure."""
-    before = read_state(send, backend, server)
+    """Do what state asks on SERVER, or on every server of NODE; return before/after
+    (combined over a node's servers), servers (each one's), changed, out_of_service and
+    waited; raise RuntimeError_ on failure."""
+    nodes = list(nodes or [])
+    if node:
+        present = list(read_backend(send, backend))
+        names = [n for n in node_servers(present, node, nodes) if n not in (exclude or [])]
+        if not names:
+            raise RuntimeError_(f"server {backend}/{node} is not in HAProxy's configuration")
+        server = node
+    else:
+        names = [server]
+    before_each = {name: read_state(send, backend, name) for name in names}
     start = clock()
     out_of_service: list[str] = []
+    changed = False
     if state == "drained":
-        if max_unavailable > 0 and before.up:
+        if max_unavailable > 0 and any(s.up for s in before_each.values()):
             out_of_service = wait_for_peers(
                 send,
                 backend,
@@ -306,47 +481,70 @@ def apply(
                 interval,
                 clock,
                 sleep,
+                own=names,
+                ignore=ignore,
+                nodes=nodes,
             )
-        _set(send, backend, server, "drain")
+        for name in names:
+            _set(send, backend, name, "drain")
         done: Callable[[ServerState], bool] = lambda s: s.sessions == 0 and s.queued == 0  # noqa: E731
         goal = "no session and no queued request"
-        changed = before.admin != "drain"
+        changed = any(s.admin != "drain" for s in before_each.values())
     elif state == "ready":
-        _set(send, backend, server, "ready")
+        for name in names:
+            if name in (ports or {}):
+                changed = _move(send, backend, name, ports[name]) or changed
+            _set(send, backend, name, "ready")
         done = lambda s: s.up  # noqa: E731
         goal = "the health check to report it UP"
-        changed = before.admin != "ready"
+        changed = changed or any(s.admin != "ready" for s in before_each.values())
     else:
-        changed = weight is not None and before.weight != weight
-        if changed:
-            _set_weight(send, backend, server, weight)
-        after = read_state(send, backend, server) if changed else before
-        return {
-            "changed": changed,
-            "before": asdict(before),
-            "after": asdict(after),
-            "out_of_service": [],
-            "waited": 0.0,
-        }
-    if weight is not None and before.weight != weight:
-        _set_weight(send, backend, server, weight)
-        changed = True
-    after = read_state(send, backend, server)
-    while wait and not done(after):
+        for name in names:
+            if weight is not None and before_each[name].weight != weight:
+                _set_weight(send, backend, name, weight)
+                changed = True
+        after_each = (
+            {name: read_state(send, backend, name) for name in names} if changed else before_each
+        )
+        return _result(changed, before_each, after_each, server, [], 0.0)
+    for name in names:
+        if weight is not None and before_each[name].weight != weight:
+            _set_weight(send, backend, name, weight)
+            changed = True
+    after_each = {name: read_state(send, backend, name) for name in names}
+    while wait and not all(done(s) for s in after_each.values()):
         if clock() - start >= timeout:
+            name, after = next((n, s) for n, s in after_each.items() if not done(s))
             raise RuntimeError_(
-                f"{backend}/{server}: waited {timeout:g} s for {goal}; last seen: "
+                f"{backend}/{name}: waited {timeout:g} s for {goal}; last seen: "
                 f"status {after.status}, {after.sessions} session(s), {after.queued} queued, "
                 f"last check {after.check or '-'}"
             )
         sleep(interval)
-        after = read_state(send, backend, server)
+        after_each = {name: read_state(send, backend, name) for name in names}
+    return _result(
+        changed, before_each, after_each, server, out_of_service, round(clock() - start, 2)
+    )
+
+
+def _result(
+    changed: bool,
+    before_each: dict[str, ServerState],
+    after_each: dict[str, ServerState],
+    first: str,
+    out_of_service: list[str],
+    waited: float,
+) -> dict[str, object]:
     return {
         "changed": changed,
-        "before": asdict(before),
-        "after": asdict(after),
+        "before": _combined(before_each, first),
+        "after": _combined(after_each, first),
+        "servers": {
+            name: {"before": asdict(before_each[name]), "after": asdict(after_each[name])}
+            for name in before_each
+        },
         "out_of_service": out_of_service,
-        "waited": round(clock() - start, 2),
+        "waited": waited,
     }
 
 
@@ -357,7 +555,12 @@ def main() -> None:
         argument_spec={
             "socket": {"type": "path", "default": "/run/haproxy/admin.sock"},
             "backend": {"type": "str", "required": True},
-            "server": {"type": "str", "required": True},
+            "server": {"type": "str"},
+            "node": {"type": "str"},
+            "nodes": {"type": "list", "elements": "str", "default": []},
+            "exclude": {"type": "list", "elements": "str", "default": []},
+            "ignore": {"type": "list", "elements": "str", "default": []},
+            "ports": {"type": "dict", "default": {}},
             "state": {
                 "type": "str",
                 "choices": ["drained", "ready", "query"],
@@ -371,6 +574,8 @@ def main() -> None:
             "batch": {"type": "list", "elements": "str", "default": []},
             "weight": {"type": "int"},
         },
+        required_one_of=[("server", "node")],
+        mutually_exclusive=[("server", "node")],
         supports_check_mode=False,
     )
     params = module.params
@@ -378,7 +583,7 @@ def main() -> None:
         result = apply(
             unix_socket_sender(params["socket"]),
             params["backend"],
-            params["server"],
+            params["server"] or params["node"],
             params["state"],
             timeout=params["timeout"],
             interval=params["interval"],
@@ -387,6 +592,11 @@ def main() -> None:
             peers_timeout=params["peers_timeout"],
             batch=params["batch"],
             weight=params["weight"],
+            node=params["node"],
+            nodes=params["nodes"],
+            exclude=params["exclude"],
+            ignore=params["ignore"],
+            ports=params["ports"],
         )
     except (OSError, RuntimeError_) as error:
         module.fail_json(msg=f"HAProxy runtime API at {params['socket']}: {error}")
