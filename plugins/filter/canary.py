@@ -279,6 +279,7 @@ def tfserving_canary_queries(
     job: str = "tfserving",
     lb_job: str = "haproxy",
     backends: Sequence[str] = ("tfserving_grpc", "tfserving_rest"),
+    servers: str | Sequence[str] | None = None,
 ) -> dict[str, str]:
     """The PromQL queries for one side (the canary node, or the baseline nodes) over the
     last ``window_s`` seconds; run each with ``/api/v1/query`` at the end of the window.
@@ -287,7 +288,9 @@ def tfserving_canary_queries(
     inventory name) and by job; several nodes are summed by Prometheus. ``requests`` and
     ``latency`` go to tfserving_canary_from_prometheus; ``transport_failures`` (HAProxy's
     connection and response errors for those servers in the given backends) to
-    tfserving_canary_prometheus_number.
+    tfserving_canary_prometheus_number. ``servers`` are the load balancer servers of those
+    nodes when a node runs several (NODE, NODE-1, ...; tfserving_instance_mode); by default
+    the node names.
 
     increase() counts a series only from its first sample: errors that begin within the
     window are counted from the first scrape that sees them, one scrape interval's worth
@@ -306,6 +309,12 @@ def tfserving_canary_queries(
         raise AnsibleFilterError("tfserving_canary_queries needs at least one node name.")
     if isinstance(backends, str):
         backends = [backends]
+    if servers is None:
+        lb_names = names
+    else:
+        lb_names = [servers] if isinstance(servers, str) else [str(n) for n in servers]
+    if not lb_names or not all(lb_names):
+        raise AnsibleFilterError("tfserving_canary_queries needs at least one server name.")
     node = (
         f'node="{_promql_string(names[0])}"'
         if len(names) == 1
@@ -315,7 +324,7 @@ def tfserving_canary_queries(
     lb = (
         f'job="{_promql_string(lb_job)}",'
         f'proxy=~"{_promql_string(_alternatives([str(b) for b in backends]))}",'
-        f'server=~"{_promql_string(_alternatives(names))}"'
+        f'server=~"{_promql_string(_alternatives(lb_names))}"'
     )
     window = f"[{seconds}s]"
     return {
@@ -474,11 +483,12 @@ def tfserving_canary_sum(stats_list: Iterable[Any]) -> Stats:
 
 
 def tfserving_canary_scrapes(
-    after: Sequence[Any], before: Sequence[Any], servers: Sequence[str]
+    after: Sequence[Any], before: Sequence[Any], servers: Sequence[str], canary_pages: int = 1
 ) -> dict[str, Stats]:
     """The canary's and the baseline's window from direct scrapes: ``after`` and ``before``
     hold each server's metrics page at the end and at the start of the window, in the
-    order of ``servers``, the canary first and the baseline nodes after it.
+    order of ``servers``, the canary first and the baseline nodes after it. A canary node
+    with several servers (tfserving_instance_mode) has ``canary_pages`` pages, summed.
 
     -> {'canary': stats, 'baseline': stats summed over the baseline nodes}
     """
@@ -489,7 +499,13 @@ def tfserving_canary_scrapes(
         )
     pairs = zip(after, before, servers, strict=True)
     deltas = [tfserving_canary_delta(a, b, str(n)) for a, b, n in pairs]
-    return {"canary": deltas[0], "baseline": tfserving_canary_sum(deltas[1:])}
+    count = int(canary_pages)
+    if not 1 <= count < len(deltas) + (1 if count == 1 else 0):
+        raise AnsibleFilterError(
+            f"tfserving_canary_scrapes: {count} canary page(s) of {len(deltas)} leave no baseline."
+        )
+    canary = deltas[0] if count == 1 else tfserving_canary_sum(deltas[:count])
+    return {"canary": canary, "baseline": tfserving_canary_sum(deltas[count:])}
 
 
 def tfserving_canary_answers(answers: Sequence[Any]) -> dict[str, Stats]:

@@ -284,6 +284,9 @@ def check_cpu(c: Container, ctx: Mapping[str, Any]) -> Finding:
         return Finding(PASS, f"cpu quota {host['CpuQuota']}")
     if int(host.get("CpuShares") or 0) not in (0, 1024):
         return Finding(PASS, f"cpu shares {host['CpuShares']}")
+    # A server of a node that splits its CPUs (tfserving_instance_mode count) is held to its own.
+    if host.get("CpusetCpus"):
+        return Finding(PASS, f"cpuset {host['CpusetCpus']}")
     return Finding(WARN, "no CPU limit")
 
 
@@ -338,7 +341,11 @@ def check_devices(c: Container, ctx: Mapping[str, Any]) -> Finding:
     if devices:
         return Finding(FAIL, "host devices " + ", ".join(devices), excusable=False)
     if requests and all(_is_gpu_request(r) for r in requests):
-        return Finding(FAIL, "GPUs (device_requests)")
+        # A server pinned to its GPU or MIG slice (tfserving_instance_mode) names it.
+        pinned = sorted({str(d) for r in requests for d in r.get("DeviceIDs") or []})
+        return Finding(
+            FAIL, "GPUs (device_requests" + (f": {', '.join(pinned)})" if pinned else ")")
+        )
     if requests:
         drivers = ", ".join(sorted({str(r.get("Driver") or "default") for r in requests}))
         return Finding(FAIL, f"device_requests (driver {drivers})", excusable=False)

@@ -598,6 +598,84 @@ def tfserving_lb_backend_servers(
     return servers
 
 
+def tfserving_lb_server_ports(
+    instances: Sequence[Mapping[str, Any]], node: str, backend: str = "grpc"
+) -> dict[str, dict[str, int]]:
+    """{server name: {port, check_port}} of a node's servers (tfserving_instances) in the
+    load balancer's gRPC or REST backend: traffic on the gRPC (or REST) port, the health
+    check on the REST port. What haproxy_server's ports option takes."""
+    ports: dict[str, dict[str, int]] = {}
+    for instance in instances or []:
+        rest = int(instance.get("rest_port") or 0)
+        traffic = int(instance["grpc_port"]) if backend == "grpc" else rest
+        if not traffic or not rest:
+            continue
+        name = tfserving_instance_server_name(instance["index"], node)
+        ports[name] = {"port": traffic, "check_port": rest}
+    return ports
+
+
+def tfserving_lb_node_servers(node: str, servers: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """NODE's servers among a load balancer's SERVERS, in the record's form (index, server,
+    grpc_port, rest_port): what the load balancer keeps of each node."""
+    return [
+        {
+            "index": int(server["index"]),
+            "server": str(server["name"]),
+            "grpc_port": int(server["grpc_port"]),
+            "rest_port": int(server["rest_port"]),
+        }
+        for server in servers
+        if server["node"] == node
+    ]
+
+
+def tfserving_canary_servers(
+    canary: str,
+    instances: Sequence[Mapping[str, Any]],
+    baseline: Sequence[str],
+    recorded: Mapping[str, Any] | None = None,
+    rest_ports: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The servers a canary's direct scrapes read, the canary node's first: its servers as
+    this turn runs them (INSTANCES), then each baseline node's as it recorded them
+    (RECORDED, {node: servers}), or its one server on REST_PORTS[node].
+
+    -> [{node, server, rest_port}]; the canary's count is how many come first."""
+    recorded = recorded or {}
+    rest_ports = rest_ports or {}
+    pages = [
+        {
+            "node": str(canary),
+            "server": tfserving_instance_server_name(instance["index"], canary),
+            "rest_port": int(instance["rest_port"]),
+        }
+        for instance in instances
+    ]
+    for node in baseline:
+        servers = _recorded_servers(recorded[node], node) if recorded.get(node) else []
+        if not servers:
+            servers = [{"name": str(node), "rest_port": _int(rest_ports.get(node, 8501), "rest")}]
+        pages.extend(
+            {"node": str(node), "server": server["name"], "rest_port": server["rest_port"]}
+            for server in servers
+        )
+    return pages
+
+
+def tfserving_node_server_names(
+    nodes: str | Sequence[str], recorded: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The load balancer's server names of NODES: each node's recorded servers (RECORDED,
+    {node: servers}), or the node's own name for a node with one server or no record."""
+    recorded = recorded or {}
+    names: list[str] = []
+    for node in [nodes] if isinstance(nodes, str) else nodes:
+        servers = _recorded_servers(recorded[node], node) if recorded.get(node) else []
+        names.extend([server["name"] for server in servers] or [str(node)])
+    return names
+
+
 def tfserving_lb_server_collisions(servers: Sequence[Mapping[str, Any]]) -> list[str]:
     """Server names given twice (a node named like another node's server NODE-i), each as
     'NAME (node A, server i of node B)'; [] when every name is its own."""
@@ -619,4 +697,8 @@ class FilterModule:
             "tfserving_instance_record": tfserving_instance_record,
             "tfserving_lb_backend_servers": tfserving_lb_backend_servers,
             "tfserving_lb_server_collisions": tfserving_lb_server_collisions,
+            "tfserving_lb_node_servers": tfserving_lb_node_servers,
+            "tfserving_lb_server_ports": tfserving_lb_server_ports,
+            "tfserving_canary_servers": tfserving_canary_servers,
+            "tfserving_node_server_names": tfserving_node_server_names,
         }

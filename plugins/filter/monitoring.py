@@ -4,9 +4,13 @@
    | map('tfserving.fleet.tfserving_monitoring_target') | list }}
 -> [{'node': 'node-1', 'address': '10.0.0.5', 'rest_port': 8501, 'grpc_port': 8500,
      'metrics_path': '/monitoring/prometheus/metrics', 'models': ['digits'],
-     'container': 'tfserving'}, ...]
+     'container': 'tfserving',
+     'servers': [{'server': 'node-1', 'rest_port': 8501, 'grpc_port': 8500}]}, ...]
 
 Where the node's variables do not set a value, the tfserving role's default applies.
+`servers` are the node's servers (tfserving_instance_mode): what the node recorded
+(tfserving_recorded_servers, read by playbooks/instances.yml), else its one server on
+rest_port and grpc_port.
 """
 
 from __future__ import annotations
@@ -37,11 +41,22 @@ def tfserving_monitoring_target(variables: Mapping[str, Any]) -> dict[str, Any]:
         variables, "ansible_host", node
     )
     models = _get(variables, "tfserving_models", [])
+    rest_port = int(_get(variables, "tfserving_rest_port", DEFAULTS["tfserving_rest_port"]))
+    grpc_port = int(_get(variables, "tfserving_grpc_port", DEFAULTS["tfserving_grpc_port"]))
+    recorded = _get(variables, "tfserving_recorded_servers", []) or []
+    servers = [
+        {
+            "server": str(server.get("server") or node),
+            "rest_port": int(server.get("rest_port") or 0),
+            "grpc_port": int(server["grpc_port"]),
+        }
+        for server in sorted(recorded, key=lambda server: int(server.get("index") or 0))
+    ] or [{"server": node, "rest_port": rest_port, "grpc_port": grpc_port}]
     return {
         "node": node,
         "address": str(address),
-        "rest_port": int(_get(variables, "tfserving_rest_port", DEFAULTS["tfserving_rest_port"])),
-        "grpc_port": int(_get(variables, "tfserving_grpc_port", DEFAULTS["tfserving_grpc_port"])),
+        "rest_port": rest_port,
+        "grpc_port": grpc_port,
         "metrics_path": str(
             _get(variables, "tfserving_monitoring_path", DEFAULTS["tfserving_monitoring_path"])
         ),
@@ -49,6 +64,7 @@ def tfserving_monitoring_target(variables: Mapping[str, Any]) -> dict[str, Any]:
         "container": str(
             _get(variables, "tfserving_container_name", DEFAULTS["tfserving_container_name"])
         ),
+        "servers": servers,
     }
 
 

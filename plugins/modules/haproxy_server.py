@@ -422,8 +422,10 @@ def _move(send: Send, backend: str, name: str, wanted: dict[str, object]) -> boo
                 f"HAProxy refused to move {backend}/{name} to port {new_port}: {reply}"
             )
         moved = True
+    # 0: no check port on the server's line, the configuration checks every server on one
+    # port (http-check connect port): nothing per server to move.
     new_check = wanted.get("check_port")
-    if new_check and check_port is not None and int(new_check) != check_port:
+    if new_check and check_port and int(new_check) != check_port:
         reply = send(f"set server {backend}/{name} check-port {int(new_check)}").strip()
         if reply:
             raise RuntimeError_(

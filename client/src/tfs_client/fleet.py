@@ -5,6 +5,10 @@ one target per node with the labels ``node``, ``grpc`` (the node's gRPC address)
 ``image``, and job ``tfserving_models`` one blackbox probe per node and model. From there
 each node is asked over gRPC for the state of each of its models' versions, and Prometheus
 for the request rate and the failed requests over the last minutes.
+
+A node that runs several servers (the tfserving role's tfserving_instance_mode) has a
+target and probes per server, also labelled ``server`` (its load balancer name: the node's
+for server 0, NODE-i after); each server is a row of its own, under that name.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class NodeState:
     image: str
     grpc: str
     models: list[ModelState] = field(default_factory=list)
+    server: str = ""  # the server's load balancer name (the node's own with one server)
+
+    def __post_init__(self) -> None:
+        self.server = self.server or self.node
 
     @property
     def healthy(self) -> bool:
@@ -89,15 +97,23 @@ def collect(prometheus: Prometheus, read_status: StatusReader, minutes: int) -> 
     nodes: dict[str, NodeState] = {}
     for labels, value in prometheus.query('up{job="tfserving"}'):
         name = labels.get("node") or labels.get("instance", "?")
-        nodes[name] = NodeState(name, value == 1, labels.get("image", ""), labels.get("grpc", ""))
+        server = labels.get("server") or name
+        nodes[server] = NodeState(
+            name, value == 1, labels.get("image", ""), labels.get("grpc", ""), server=server
+        )
+
+    def key_of(labels: dict[str, str]) -> str:
+        """The server a series belongs to: its `server` label, else its node."""
+        return labels.get("server") or labels.get("node", "")
+
     models: dict[tuple[str, str], ModelState] = {}
     for labels, _ in prometheus.query('probe_success{job="tfserving_models"}'):
-        if labels.get("node") in nodes and labels.get("model"):
-            models[(labels["node"], labels["model"])] = ModelState(labels["model"])
+        if key_of(labels) in nodes and labels.get("model"):
+            models[(key_of(labels), labels["model"])] = ModelState(labels["model"])
     # TF Serving counts requests by model and status ("OK" or the error code's name).
     selector = f'{REQUEST_COUNT}{{job="tfserving"}}'
     failed_selector = f'{REQUEST_COUNT}{{job="tfserving",status!="OK"}}'
-    by = "sum by (node, model_name)"
+    by = "sum by (node, server, model_name)"
     measures = {
         "request_rate": f"{by} (rate({selector}[{window}]))",
         "requests": f"{by} (increase({selector}[{window}]))",
@@ -105,7 +121,7 @@ def collect(prometheus: Prometheus, read_status: StatusReader, minutes: int) -> 
     }
     for attribute, expr in measures.items():
         for labels, value in prometheus.query(expr):
-            key = (labels.get("node", ""), labels.get("model_name", ""))
+            key = (key_of(labels), labels.get("model_name", ""))
             if key[0] in nodes and key[1]:
                 setattr(models.setdefault(key, ModelState(key[1])), attribute, value)
     for model in models.values():
@@ -162,7 +178,7 @@ def format_table(prometheus_url: str, minutes: int, nodes: Sequence[NodeState]) 
                 versions = f"error: {model.error}"
             else:
                 versions = " ".join(f"{v['version']}:{v['state']}" for v in model.versions) or "-"
-            lead = (node.node, scrape, node.image or "-") if index == 0 else ("", "", "")
+            lead = (node.server, scrape, node.image or "-") if index == 0 else ("", "", "")
             rows.append(
                 (
                     *lead,
