@@ -445,6 +445,15 @@ def test_filters_are_registered() -> None:
         "tfserving_instances",
         "tfserving_instance_container_problems",
         "tfserving_instance_gpu_problems",
+        # What other hosts know of a node's servers (the roles, issue 25's orchestration).
+        "tfserving_instance_server_name",
+        "tfserving_instance_record",
+        "tfserving_lb_backend_servers",
+        "tfserving_lb_node_servers",
+        "tfserving_lb_server_collisions",
+        "tfserving_lb_server_ports",
+        "tfserving_canary_servers",
+        "tfserving_node_server_names",
     }
 
 

@@ -67,6 +67,7 @@ def test_target_reads_the_nodes_own_settings_with_the_tfserving_defaults() -> No
         "node": "node-1", "address": "10.0.0.11", "rest_port": 8501, "grpc_port": 8500,
         "metrics_path": "/monitoring/prometheus/metrics", "models": ["digits"],
         "container": "tfserving",
+        "servers": [{"server": "node-1", "rest_port": 8501, "grpc_port": 8500}],
     }  # fmt: skip
     node2 = monitoring.tfserving_monitoring_target(NODES["node-2"])
     assert (node2["address"], node2["rest_port"], node2["grpc_port"]) == (

@@ -43,8 +43,37 @@ BASE = {
 }
 
 
+def servers(variables: dict[str, object]) -> dict[str, object]:
+    """The role's own servers and check form for VARIABLES' nodes (tfserving_lb_servers):
+    one line per server each node recorded (hostvars' tfserving_recorded_servers; none:
+    one line named as the node, as before instances)."""
+    from role_tasks import evaluate
+
+    role = role_variables("tfserving_lb")
+    nodes = [pair[0] for pair in variables["tfserving_lb_servers"]]  # type: ignore[union-attr]
+    context = {
+        **role,
+        "groups": {"tfserving_nodes": nodes},
+        "hostvars": {node: {} for node in nodes},
+        **variables,
+    }
+    context["tfserving_lb_backend_servers"] = evaluate(
+        role["tfserving_lb_backend_servers"], context
+    )
+    context["tfserving_lb_check_each_port"] = evaluate(
+        role["tfserving_lb_check_each_port"], context
+    )
+    return {
+        key: context[key]
+        for key in ("tfserving_lb_backend_servers", "tfserving_lb_check_each_port")
+    }
+
+
 def render(**overrides: object) -> str:
-    return role_templates.render("tfserving_lb", "haproxy.cfg.j2", **{**BASE, **overrides})
+    variables = {**BASE, **overrides}
+    if "tfserving_lb_backend_servers" not in overrides:
+        variables.update(servers(variables))
+    return role_templates.render("tfserving_lb", "haproxy.cfg.j2", **variables)
 
 
 def section(config: str, name: str) -> str:

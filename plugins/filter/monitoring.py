@@ -41,7 +41,10 @@ def tfserving_monitoring_target(variables: Mapping[str, Any]) -> dict[str, Any]:
         variables, "ansible_host", node
     )
     models = _get(variables, "tfserving_models", [])
-    rest_port = int(_get(variables, "tfserving_rest_port", DEFAULTS["tfserving_rest_port"]))
+    # The tfserving role's REST base moves to 8600 in every mode but one (its defaults).
+    mode = str(_get(variables, "tfserving_instance_mode", "one"))
+    rest_default = DEFAULTS["tfserving_rest_port"] if mode == "one" else 8600
+    rest_port = int(_get(variables, "tfserving_rest_port", rest_default))
     grpc_port = int(_get(variables, "tfserving_grpc_port", DEFAULTS["tfserving_grpc_port"]))
     recorded = _get(variables, "tfserving_recorded_servers", []) or []
     servers = [
