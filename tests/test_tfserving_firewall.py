@@ -63,17 +63,20 @@ def rules(**variables: Any) -> str:
 
 def verdict(text: str, source: str, port: int) -> str:
     """What TFSERVING-FW does with a new TCP connection from SOURCE to the published PORT:
-    the first rule that matches decides (RETURN lets it on, REJECT refuses); none: on."""
+    the first rule that matches decides (RETURN lets it on, REJECT refuses); none: on. A
+    rule's port may be a range (FIRST:LAST, a node's servers)."""
     for line in text.splitlines():
         if not line.startswith("-A TFSERVING-FW "):
             continue
         rule_source = re.search(r" -s (\S+)", line)
-        rule_port = re.search(r" --ctorigdstport (\d+)", line)
+        rule_port = re.search(r" --ctorigdstport (\d+)(?::(\d+))?", line)
         if rule_source and ipaddress.ip_address(source) not in ipaddress.ip_network(
             rule_source.group(1)
         ):
             continue
-        if rule_port and int(rule_port.group(1)) != port:
+        if rule_port and not (
+            int(rule_port.group(1)) <= port <= int(rule_port.group(2) or rule_port.group(1))
+        ):
             continue
         return "refused" if " -j REJECT" in line else "let in"
     return "let in"
