@@ -7,6 +7,9 @@
      'container': 'tfserving'}, ...]
 
 Where the node's variables do not set a value, the tfserving role's default applies.
+
+Why not the library: ansible.builtin.extract reads a node's hostvars, but the tfserving role's
+defaults are not in them on the monitoring host, so each value would need its default repeated.
 """
 
 from __future__ import annotations

@@ -3,19 +3,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
-import stat
-from pathlib import Path
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-
 DOCUMENTATION = r"""
 module: tfserving_model_scan
 short_description: Validate SavedModel export directories and select the versions to serve
+author: tfserving-fleet maintainers (!UNKNOWN)
 description:
   - Runs on the controller (delegate_to localhost) before any host changes.
   - Each model path must hold numeric version directories, each with saved_model.pb (or
@@ -35,6 +26,20 @@ options:
     type: list
     elements: dict
     required: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: ansible.builtin.find
+    description: >-
+      Lists the version directories, but applies no version policy, digests no export and
+      refuses no link, device or fifo in it; this does all three before any host changes.
 """
 
 EXAMPLES = r"""
@@ -59,6 +64,16 @@ models:
   type: list
   returned: success
 """
+
+import hashlib
+import json
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LABEL_RE = re.compile(r"^[A-Za-z0-9_]+$")
