@@ -59,9 +59,11 @@ lint: venv
 	ruff format --check .
 	python scripts/sanity.py
 
-# One pytest run per suite: each has its own conftest helpers.
+# One pytest run per suite: each has its own conftest helpers. A test that needs promtool or
+# TensorFlow fails here when it is missing (TFSERVING_REQUIRE_TOOLS=1), rather than skip.
 unit: venv promtool testdata
-	@for suite in $(PYTEST_PATHS); do echo "=== pytest $$suite"; pytest -q $$suite || exit 1; done
+	@for suite in $(PYTEST_PATHS); do echo "=== pytest $$suite"; \
+	  TFSERVING_REQUIRE_TOOLS=1 pytest -q $$suite || exit 1; done
 
 molecule: setup
 	MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule.sh $(SCENARIOS)
