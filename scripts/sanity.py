@@ -141,9 +141,9 @@ def prepare(home: Path, collection: Path, tests: list[str]) -> dict[str, str]:
 
 def applicable(test: str, collection: Path, env: dict[str, str]) -> bool:
     """Whether the test has files to check (ansible-test --explain says so, running nothing)."""
+    command = [BIN / "ansible-test", "sanity", "--local", "--python", PYTHON_VERSION]
     explained = subprocess.run(
-        [BIN / "ansible-test", "sanity", "--local", "--python", PYTHON_VERSION, "--test", test]
-        + ["--explain"],
+        [*command, "--test", test, "--explain"],
         cwd=collection,
         env=env,
         capture_output=True,
