@@ -2,7 +2,8 @@
 #   make test    unit tests, then every molecule scenario that runs on this machine
 #   make setup   everything the tests read: engine, base images, .venv, test models,
 #                stand-in image and archive (each step quick when already done)
-#   make lint    ansible-lint (production profile), yamllint, ruff
+#   make lint    ansible-lint (production profile), yamllint, ruff, ansible-test sanity (the
+#                tests the .venv has packages for; the rest are named as SKIPPED)
 #   make demo    site.yml against a local sandbox host, then a real prediction
 #   make demo-clean  remove the sandbox host
 #   make bench   the benchmarks in bench/ (first_prediction needs make demo's sandbox;
@@ -56,10 +57,13 @@ lint: venv
 	ansible-lint --offline --profile production
 	ruff check .
 	ruff format --check .
+	python scripts/sanity.py
 
-# One pytest run per suite: each has its own conftest helpers.
+# One pytest run per suite: each has its own conftest helpers. A test that needs promtool or
+# TensorFlow fails here when it is missing (TFSERVING_REQUIRE_TOOLS=1), rather than skip.
 unit: venv promtool testdata
-	@for suite in $(PYTEST_PATHS); do echo "=== pytest $$suite"; pytest -q $$suite || exit 1; done
+	@for suite in $(PYTEST_PATHS); do echo "=== pytest $$suite"; \
+	  TFSERVING_REQUIRE_TOOLS=1 pytest -q $$suite || exit 1; done
 
 molecule: setup
 	MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule.sh $(SCENARIOS)

@@ -15,6 +15,11 @@ Measures, printing one JSON line per figure:
             and seconds
   rollout   time per node of a rolling model update and of a rolling image update
             (from the per-batch play times of serve.yml)
+  canary    a new model version rolled to the three nodes under traffic through the load
+            balancer (tfs-client bench, concurrency 2), with and without the canary
+            (--canary-seconds, share 25%): the time from the canary's window opening to its
+            verdict (the report's "verdict after"), and the extra rollout time the canary
+            adds, over --runs runs each (median)
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -211,10 +218,73 @@ def bench_rollout(eph: Path) -> None:
     )
 
 
+def new_version(eph: Path) -> None:
+    """The next version of half_plus_two on the controller (half_plus_three's graph)."""
+    models = eph / "models" / "half_plus_two"
+    version = str(max(int(p.name) for p in models.iterdir() if p.name.isdigit()) + 1)
+    shutil.copytree(TESTDATA / "saved_model_half_plus_three" / "00000123", models / version)
+
+
+def bench_canary(eph: Path, addr: dict[str, str], seconds: int, runs: int) -> None:
+    traffic = subprocess.Popen(
+        [
+            TFS_CLIENT,
+            "bench",
+            f"--server={addr[LB]}:8500",
+            "--model=half_plus_two",
+            "--input=x=[[1.0]]",
+            "--concurrency=2",
+            "--duration=3600",
+            "--json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    plain, canaried, verdicts = [], [], []
+    try:
+        for _ in range(runs):
+            new_version(eph)
+            elapsed, _ = playbook(eph, "../../playbooks/serve.yml", {"tfserving_rollout_batch": 1})
+            plain.append(elapsed)
+            new_version(eph)
+            with tempfile.TemporaryDirectory() as reports:
+                canary = {
+                    "tfserving_rollout_batch": 1,
+                    "tfserving_canary": True,
+                    "tfserving_canary_share": 25,
+                    "tfserving_canary_duration": seconds,
+                    "tfserving_canary_min_requests": 30,
+                    "tfserving_canary_report_dir": reports,
+                }
+                elapsed, _ = playbook(eph, "../../playbooks/serve.yml", canary)
+                canaried.append(elapsed)
+                report = next(Path(reports).glob("*.txt")).read_text()
+                verdicts.append(int(re.search(r"after (\d+) s", report).group(1)))
+    finally:
+        traffic.terminate()
+        traffic.wait()
+    emit(
+        figure="canary",
+        nodes=len(NODES),
+        window_s=seconds,
+        runs=runs,
+        verdict_s=statistics.median(verdicts),
+        rollout_s=round(statistics.median(plain), 1),
+        rollout_with_canary_s=round(statistics.median(canaried), 1),
+        extra_s=round(statistics.median(canaried) - statistics.median(plain), 1),
+        each={"verdict_s": verdicts, "plain_s": [round(x, 1) for x in plain],
+              "canary_s": [round(x, 1) for x in canaried]},
+    )  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--skip", default="", help="comma-separated: grpc,noop,image,rollout")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated: grpc,noop,image,rollout,canary"
+    )
+    parser.add_argument("--canary-seconds", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     eph = ephemeral()
@@ -230,6 +300,8 @@ def main() -> int:
         bench_image(eph)
     if "rollout" not in skip:
         bench_rollout(eph)
+    if "canary" not in skip:
+        bench_canary(eph, addr, args.canary_seconds, args.runs)
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import required_tools
 import yaml
 from ansible.errors import AnsibleFilterError
 from plugin_files import load_plugin
@@ -23,8 +24,8 @@ FIXTURES = ROOT / "tests" / "fixtures" / "canary"
 canary = load_plugin("filter", "canary")
 
 PROMTOOL = shutil.which("promtool") or str(ROOT / ".cache" / "bin" / "promtool")
-needs_promtool = pytest.mark.skipif(
-    not os.access(PROMTOOL, os.X_OK), reason="promtool missing: run scripts/promtool.sh"
+needs_promtool = required_tools.needs(
+    os.access(PROMTOOL, os.X_OK), "promtool missing: run scripts/promtool.sh"
 )
 
 MODEL = "half_plus_two"
@@ -422,7 +423,8 @@ def test_queries() -> None:
         "requests": "sum by (model_name, status) (increase(:tensorflow:serving:request_count"
         '{job="tfserving",node="node-1"}[60s]))',
         "latency": "sum by (model_name, le) (increase(:tensorflow:serving:request_latency_bucket"
-        '{job="tfserving",node="node-1"}[60s]))',
+        '{job="tfserving",node="node-1",API=~"(?i)predict|classify|regress|multi_?inference"}'
+        "[60s]))",
         "transport_failures": '(sum(increase(haproxy_server_connection_errors_total{job="haproxy"'
         ',proxy=~"tfserving_grpc|tfserving_rest",server=~"node-1"}[60s])) or vector(0)) + '
         '(sum(increase(haproxy_server_response_errors_total{job="haproxy",'
@@ -583,3 +585,21 @@ def test_answers_are_read_as_canary_then_baseline() -> None:
     assert sides["canary"] != sides["baseline"]
     with pytest.raises(AnsibleFilterError, match="four answers"):
         canary.tfserving_canary_answers(answers[:2])
+
+
+def test_status_calls_are_not_traffic_nor_latency() -> None:
+    """The load balancer's health checks and the probes ask each model's status: they are
+    OK requests in request_count, but neither the model's latency nor its traffic."""
+    stats = canary.tfserving_canary_parse(text("status_calls.txt"))
+    assert stats["models"]["m"]["latency_buckets"] == {"10000": 0, "25000": 90, "+Inf": 90}
+    assert stats["models"]["m"]["requests"] == 130
+    result = canary.tfserving_canary_verdict(stats, stats, 0, {"min_requests": 100})
+    # 90 predictions are fewer than 100, whatever the 40 status calls add
+    assert result["verdict"] == "not_enough_traffic"
+    assert [r["model"] for r in result["reasons"]] == ["m"]
+    assert result["reasons"][0]["canary"] == 90
+    # a model only ever asked for its status is not judged
+    assert any("not judged: checked_only" in note for note in result["notes"])
+    assert canary.tfserving_canary_verdict(stats, stats, 0, {"min_requests": 90})["verdict"] == (
+        "pass"
+    )

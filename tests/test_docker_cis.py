@@ -1,6 +1,7 @@
-"""The audit's CIS checks and the firewall's address filters, on recorded Docker output.
+"""The audit's CIS checks (plugins/filter/docker_cis.py) on recorded Docker output; the
+audit playbook runs on a live host in molecule/default (tests/test_audit.py).
 
-The fixtures were recorded on a node converged by site.yml (molecule/security):
+The fixtures were recorded on a test host converged by site.yml:
 `docker info`, `docker inspect tfserving`, `docker network inspect bridge`, daemon.json,
 and `docker inspect` of a container started with the Docker socket and a port on 0.0.0.0.
 The dangerous container below is written as `docker inspect` showed it on Docker 20.10

@@ -63,18 +63,28 @@ def test_pinned_package_specs(os_family: str, source: str, version: str, wanted:
 
 
 def test_every_toolkit_package_is_pinned_by_default() -> None:
-    packages = yaml.safe_load((ROOT / "roles/nvidia_container_toolkit/vars/main.yml").read_text())[
-        "nvidia_container_toolkit_packages"
+    """What the toolkit role's install step hands host_packages, with the role's defaults."""
+    role = ROOT / "roles" / "nvidia_container_toolkit"
+    toolkit = {
+        **yaml.safe_load((role / "defaults" / "main.yml").read_text()),
+        **yaml.safe_load((role / "vars" / "main.yml").read_text()),
+        "ansible_facts": {"os_family": "Debian"},
+    }
+    [install] = [
+        task["vars"]
+        for task in yaml.safe_load((role / "tasks" / "setup.yml").read_text())
+        if task.get("ansible.builtin.include_role", {}).get("tasks_from") == "install"
     ]
+    passed = {
+        name: template(install[name], toolkit)
+        for name in ("host_packages_packages", "host_packages_version")
+    }
+    version = toolkit["nvidia_container_toolkit_version"]
+    assert version, "nvidia_container_toolkit_version has no default"
     specs = template(
-        "{{ host_packages_specs }}",
-        {
-            "ansible_facts": {"os_family": "Debian"},
-            "host_packages_packages": packages,
-            "host_packages_version": "1.17.8-1",
-        },
+        "{{ host_packages_specs }}", {**passed, "ansible_facts": {"os_family": "Debian"}}
     )
-    assert specs == [f"{name}=1.17.8-1" for name in packages]
+    assert specs == [f"{name}={version}" for name in toolkit["nvidia_container_toolkit_packages"]]
 
 
 def installed(**versions: str) -> dict[str, Any]:

@@ -395,7 +395,7 @@ def test_the_canary_share_counts_servers() -> None:
         "hostvars": {"lb1": {}},
     }
     weight = evaluate(
-        module_args(task)[1]["tfserving_canary_weight"], {**variables, **task["vars"]}
+        module_args(task)[1]["tfserving_canary_weight"], {**variables, **task.get("vars", {})}
     )
     # Two canary servers beside two baseline servers, 20 %: 20 x 2 x 100 / (80 x 2) = 25 each.
     assert int(weight) == 25

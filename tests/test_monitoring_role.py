@@ -14,6 +14,7 @@ from typing import Any
 
 import input_firewall_rules
 import pytest
+import required_tools
 import yaml
 from ansible_run import run_playbook
 from role_tasks import role_variables
@@ -24,8 +25,8 @@ sys.path.insert(0, str(ROOT / "plugins" / "filter"))
 import monitoring  # noqa: E402
 
 PROMTOOL = shutil.which("promtool") or str(ROOT / ".cache" / "bin" / "promtool")
-needs_promtool = pytest.mark.skipif(
-    not os.access(PROMTOOL, os.X_OK), reason="promtool missing: run scripts/promtool.sh"
+needs_promtool = required_tools.needs(
+    os.access(PROMTOOL, os.X_OK), "promtool missing: run scripts/promtool.sh"
 )
 
 NODES = {

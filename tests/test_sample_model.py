@@ -15,10 +15,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import required_tools
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-tf = pytest.importorskip("tensorflow")
-types_pb2 = pytest.importorskip("tensorflow.core.framework.types_pb2")
+try:
+    import tensorflow as tf
+    from tensorflow.core.framework import types_pb2
+except ImportError as error:
+    required_tools.missing(f"TensorFlow is not importable: {error}", module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_BASE = ROOT / "files" / "models" / "digits"

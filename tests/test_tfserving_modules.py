@@ -50,6 +50,16 @@ def test_all_and_specific_policies(model_dir: Path) -> None:
     assert some["versions"] == [1, 123]
 
 
+def test_paths_expand_as_an_option_of_type_path(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """~ and $VAR in a model's path, as Ansible expands an option of type path."""
+    monkeypatch.setenv("HOME", str(model_dir.parent))
+    monkeypatch.setenv("MODEL_DIR_NAME", model_dir.name)
+    [model] = scan_mod.scan([{"name": "m", "path": "~/$MODEL_DIR_NAME"}])
+    assert model["path"] == str(model_dir)
+
+
 def test_digest_follows_content(model_dir: Path) -> None:
     [before] = scan_mod.scan([{"name": "m", "path": str(model_dir), "policy": "all"}])
     digests = {e["dir"]: e["digest"] for e in before["entries"]}

@@ -325,3 +325,11 @@ def test_a_file_that_is_not_the_play_s_is_a_usage_error(
 def test_numbers_written_as_strings_are_read() -> None:
     running = parse_running({**RUNNING, "share": "25", "duration": "40", "started": "1.5"})
     assert (running.share, running.duration, running.started) == (25, 40, 1.5)
+
+
+def test_latencies_are_those_of_the_calls_that_run_the_model() -> None:
+    """Status calls (the load balancer's health checks) are left out of p50 and p99."""
+    for name in ("p50_us", "p99_us"):
+        expr = canary.queries(["fleet-node1"], 30)[name]
+        assert 'API=~"(?i)predict|classify|regress|multi_?inference"' in expr, expr
+    assert "API" not in canary.queries(["fleet-node1"], 30)["requests"]

@@ -7,12 +7,6 @@ A task that polls (`until`/`retries`/`delay`) is waiting, not failing: instead o
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-from ansible import constants as C
-from ansible.plugins.callback.default import CallbackModule as DefaultCallback
-
 DOCUMENTATION = r"""
 name: progress
 type: stdout
@@ -26,7 +20,19 @@ extends_documentation_fragment:
   - result_format_callback
 requirements:
   - set as stdout callback in ansible.cfg
+seealso:
+  - plugin: ansible.builtin.default
+    plugin_type: callback
+    description: >-
+      Prints every retry of an C(until) loop as C(FAILED - RETRYING), which reads as trouble
+      during a long wait that is going well; it has no setting to print retries otherwise.
 """
+
+import time
+from typing import Any
+
+from ansible import constants as C
+from ansible.plugins.callback.default import CallbackModule as DefaultCallback
 
 
 class CallbackModule(DefaultCallback):

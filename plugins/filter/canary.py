@@ -86,6 +86,12 @@ DEFAULT_THRESHOLDS: dict[str, float | None] = {
     "max_p99_ratio": 3.0,
 }
 
+# The latency histogram's API label of the calls that run the model (TF Serving writes
+# "Predict", the stand-in "predict"); status and metadata calls (the load balancer's health
+# checks, the monitoring probes) are left out of the latencies and of the traffic count.
+INFERENCE_API = re.compile(r"^(predict|classify|regress|multi_?inference)$", re.IGNORECASE)
+INFERENCE_API_PROMQL = "(?i)predict|classify|regress|multi_?inference"
+
 # Bounds at or above this are +Inf (an exporter may write the largest double).
 _INF_FROM = 1e300
 
@@ -227,6 +233,8 @@ def _add_sample(
         status = _need(labels, "status", where)
         entry["statuses"][status] = entry["statuses"].get(status, 0) + value
     elif name == REQUEST_LATENCY_BUCKET:
+        if "API" in labels and not INFERENCE_API.match(labels["API"]):
+            return
         entry = _model(stats, _need(labels, "model_name", where))
         le = _le_key(_bound(_need(labels, "le", where)))
         entry["latency_buckets"][le] = entry["latency_buckets"].get(le, 0) + value
@@ -321,6 +329,7 @@ def tfserving_canary_queries(
         else f'node=~"{_promql_string(_alternatives(names))}"'
     )
     serving = f'job="{_promql_string(job)}",{node}'
+    inference = f'{serving},API=~"{_promql_string(INFERENCE_API_PROMQL)}"'
     lb = (
         f'job="{_promql_string(lb_job)}",'
         f'proxy=~"{_promql_string(_alternatives([str(b) for b in backends]))}",'
@@ -330,7 +339,7 @@ def tfserving_canary_queries(
     return {
         "requests": f"sum by (model_name, status) (increase({REQUEST_COUNT}{{{serving}}}{window}))",
         "latency": (
-            f"sum by (model_name, le) (increase({REQUEST_LATENCY_BUCKET}{{{serving}}}{window}))"
+            f"sum by (model_name, le) (increase({REQUEST_LATENCY_BUCKET}{{{inference}}}{window}))"
         ),
         # One sum per counter (increase() over both names at once would drop the names and
         # clash), each 0 when HAProxy has no such series.
@@ -710,6 +719,13 @@ def _reason(
     }
 
 
+def _traffic(entry: Mapping[str, Any] | None) -> float:
+    """A model's requests that ran it: the count of its latency histogram, which holds the
+    inference calls only (request_count also counts status and metadata calls)."""
+    buckets = (entry or {}).get("latency_buckets") or {}
+    return float(_sorted_buckets(buckets)[-1][1]) if buckets else 0.0
+
+
 def tfserving_canary_verdict(
     canary: Any,
     baseline: Any,
@@ -769,8 +785,7 @@ def tfserving_canary_verdict(
         judged = [
             m
             for m in seen
-            if float(can["models"].get(m, {}).get("requests", 0)) > 0
-            or float(base["models"].get(m, {}).get("requests", 0)) > 0
+            if _traffic(can["models"].get(m)) > 0 or _traffic(base["models"].get(m)) > 0
         ]
         idle = [m for m in seen if m not in judged]
         if idle:
@@ -804,16 +819,18 @@ def tfserving_canary_verdict(
         c_row = _row(name, "canary", c_req, c_err, c_entry)
         b_row = _row(name, "baseline", b_req, b_err, b_entry)
         rows += [c_row, b_row]
-        if c_req < min_requests:
+        c_traffic = _traffic(c_entry) + failures
+        if c_traffic < min_requests:
             short.append(
                 _reason(
                     name,
                     "requests",
-                    _number(c_req),
-                    _number(b_req),
+                    _number(c_traffic),
+                    _number(_traffic(b_entry)),
                     _number(min_requests),
-                    f"{_fmt_count(c_req)} canary requests in the window, fewer than"
-                    f" min_requests {_number(min_requests)} (baseline {_fmt_count(b_req)})",
+                    f"{_fmt_count(c_traffic)} canary requests in the window, fewer than"
+                    f" min_requests {_number(min_requests)} (baseline"
+                    f" {_fmt_count(_traffic(b_entry))})",
                 )
             )
             continue

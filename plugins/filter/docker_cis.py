@@ -14,6 +14,9 @@ container is judged as if there were no exception.
         'exceptions': [{'item': '5.15', 'reason': ..., 'applied': True}, ...],
         'failed': ['5.32', ...]}
 {{ report | docker_cis_table }}  -> the table as a list of text lines
+
+Why not the library: community.docker.docker_host_info and docker_container_info return the
+settings judged here but judge none of them; no library piece maps them to CIS items.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ addresses only and loads at boot without DNS. A name that does not resolve, an I
 (the rules are IPv4-only), an empty source (a host without its address) or a bad port fails
 the run, naming the rule and the source. Sources are sorted and without duplicates, so the
 same inventory writes the same file.
+
+Why not the library: ansible.builtin.iptables changes the running rules and cannot resolve a
+name once for a rules file that loads at boot without DNS; this checks and resolves sources.
 """
 
 from __future__ import annotations

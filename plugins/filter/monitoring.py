@@ -11,6 +11,9 @@ Where the node's variables do not set a value, the tfserving role's default appl
 `servers` are the node's servers (tfserving_instance_mode): what the node recorded
 (tfserving_recorded_servers, read by playbooks/instances.yml), else its one server on
 rest_port and grpc_port.
+
+Why not the library: ansible.builtin.extract reads a node's hostvars, but the tfserving role's
+defaults are not in them on the monitoring host, so each value would need its default repeated.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ digest, and maybe the directory models/NAME/DIR.
   -> {skip: [...], adopt: [...], place: [...], changed: [...], unrecorded: [...]}
 {{ ['digits/1', 'digits/2'] | tfserving_versions_by_model }} -> {'digits': [1, 2]}
 {{ found_paths | tfserving_prune_list(served_keys, model_names) }} -> paths to remove
+
+Why not the library: ansible.builtin.difference and friends compare flat lists; a version's
+state (marker, digest, directory) decides here, which no set filter does on its own.
 """
 
 from __future__ import annotations

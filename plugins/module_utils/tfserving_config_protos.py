@@ -5,105 +5,119 @@ MonitoringConfig, SSLConfig or BatchingParameters. This module declares those th
 with the same package, message and field names as the server, so the same text-proto
 files parse, and re-exports ModelServerConfig. The three live in a private descriptor pool,
 so they can never clash with classes another library registers.
+
+Without protobuf and tensorflow-serving-api (a host's Python, not the controller's .venv)
+the module still imports: IMPORT_ERROR holds the ImportError and the classes are absent.
 """
 
 from __future__ import annotations
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory, wrappers_pb2
-from tensorflow_serving.config import model_server_config_pb2
+try:
+    from google.protobuf import (
+        descriptor_pb2,
+        descriptor_pool,
+        message,
+        message_factory,
+        wrappers_pb2,
+    )
+    from tensorflow_serving.config import model_server_config_pb2
+except ImportError as error:  # the caller reports it (tfserving_config_check: run from .venv)
+    IMPORT_ERROR: ImportError | None = error
+else:
+    IMPORT_ERROR = None
 
-ModelServerConfig = model_server_config_pb2.ModelServerConfig
-
-_F = descriptor_pb2.FieldDescriptorProto
 _PACKAGE = "tensorflow.serving"
 
-# (message name, [(field name, number, type, label, type_name)])
-_MESSAGES: list[tuple[str, list[tuple[str, int, int, int, str]]]] = [
-    (
-        "PrometheusConfig",
-        [
-            ("enable", 1, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
-            ("path", 2, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
-        ],
-    ),
-    (
-        "MonitoringConfig",
-        [
-            (
-                "prometheus_config",
-                1,
-                _F.TYPE_MESSAGE,
-                _F.LABEL_OPTIONAL,
-                f".{_PACKAGE}.PrometheusConfig",
-            ),
-        ],
-    ),
-    (
-        "SSLConfig",
-        [
-            ("server_key", 1, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
-            ("server_cert", 2, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
-            ("custom_ca", 3, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
-            ("client_verify", 4, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
-        ],
-    ),
-    (
-        "BatchingParameters",
-        [
-            (
-                "max_batch_size",
-                1,
-                _F.TYPE_MESSAGE,
-                _F.LABEL_OPTIONAL,
-                ".google.protobuf.Int64Value",
-            ),
-            (
-                "batch_timeout_micros",
-                2,
-                _F.TYPE_MESSAGE,
-                _F.LABEL_OPTIONAL,
-                ".google.protobuf.Int64Value",
-            ),
-            (
-                "max_enqueued_batches",
-                3,
-                _F.TYPE_MESSAGE,
-                _F.LABEL_OPTIONAL,
-                ".google.protobuf.Int64Value",
-            ),
-            (
-                "num_batch_threads",
-                4,
-                _F.TYPE_MESSAGE,
-                _F.LABEL_OPTIONAL,
-                ".google.protobuf.Int64Value",
-            ),
-            (
-                "thread_pool_name",
-                5,
-                _F.TYPE_MESSAGE,
-                _F.LABEL_OPTIONAL,
-                ".google.protobuf.StringValue",
-            ),
-            ("allowed_batch_sizes", 6, _F.TYPE_INT64, _F.LABEL_REPEATED, ""),
-            ("pad_variable_length_inputs", 7, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
-            (
-                "enable_large_batch_splitting",
-                8,
-                _F.TYPE_MESSAGE,
-                _F.LABEL_OPTIONAL,
-                ".google.protobuf.BoolValue",
-            ),
-            (
-                "max_execution_batch_size",
-                9,
-                _F.TYPE_MESSAGE,
-                _F.LABEL_OPTIONAL,
-                ".google.protobuf.Int64Value",
-            ),
-        ],
-    ),
-]
+
+def _messages() -> list[tuple[str, list[tuple[str, int, int, int, str]]]]:
+    """[(message name, [(field name, number, type, label, type_name)])]."""
+    _F = descriptor_pb2.FieldDescriptorProto
+    return [
+        (
+            "PrometheusConfig",
+            [
+                ("enable", 1, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
+                ("path", 2, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
+            ],
+        ),
+        (
+            "MonitoringConfig",
+            [
+                (
+                    "prometheus_config",
+                    1,
+                    _F.TYPE_MESSAGE,
+                    _F.LABEL_OPTIONAL,
+                    f".{_PACKAGE}.PrometheusConfig",
+                ),
+            ],
+        ),
+        (
+            "SSLConfig",
+            [
+                ("server_key", 1, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
+                ("server_cert", 2, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
+                ("custom_ca", 3, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
+                ("client_verify", 4, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
+            ],
+        ),
+        (
+            "BatchingParameters",
+            [
+                (
+                    "max_batch_size",
+                    1,
+                    _F.TYPE_MESSAGE,
+                    _F.LABEL_OPTIONAL,
+                    ".google.protobuf.Int64Value",
+                ),
+                (
+                    "batch_timeout_micros",
+                    2,
+                    _F.TYPE_MESSAGE,
+                    _F.LABEL_OPTIONAL,
+                    ".google.protobuf.Int64Value",
+                ),
+                (
+                    "max_enqueued_batches",
+                    3,
+                    _F.TYPE_MESSAGE,
+                    _F.LABEL_OPTIONAL,
+                    ".google.protobuf.Int64Value",
+                ),
+                (
+                    "num_batch_threads",
+                    4,
+                    _F.TYPE_MESSAGE,
+                    _F.LABEL_OPTIONAL,
+                    ".google.protobuf.Int64Value",
+                ),
+                (
+                    "thread_pool_name",
+                    5,
+                    _F.TYPE_MESSAGE,
+                    _F.LABEL_OPTIONAL,
+                    ".google.protobuf.StringValue",
+                ),
+                ("allowed_batch_sizes", 6, _F.TYPE_INT64, _F.LABEL_REPEATED, ""),
+                ("pad_variable_length_inputs", 7, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
+                (
+                    "enable_large_batch_splitting",
+                    8,
+                    _F.TYPE_MESSAGE,
+                    _F.LABEL_OPTIONAL,
+                    ".google.protobuf.BoolValue",
+                ),
+                (
+                    "max_execution_batch_size",
+                    9,
+                    _F.TYPE_MESSAGE,
+                    _F.LABEL_OPTIONAL,
+                    ".google.protobuf.Int64Value",
+                ),
+            ],
+        ),
+    ]
 
 
 def _build_pool() -> descriptor_pool.DescriptorPool:
@@ -117,7 +131,7 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
         syntax="proto3",
         dependency=[wrappers.name],
     )
-    for msg_name, fields in _MESSAGES:
+    for msg_name, fields in _messages():
         msg = fdp.message_type.add(name=msg_name)
         for name, number, ftype, label, type_name in fields:
             field = msg.field.add(name=name, number=number, type=ftype, label=label)
@@ -127,13 +141,13 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     return pool
 
 
-_POOL = _build_pool()
+def _cls(pool: descriptor_pool.DescriptorPool, name: str) -> type[message.Message]:
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
 
 
-def _cls(name: str) -> type[message.Message]:
-    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-
-
-MonitoringConfig = _cls("MonitoringConfig")
-SSLConfig = _cls("SSLConfig")
-BatchingParameters = _cls("BatchingParameters")
+if IMPORT_ERROR is None:
+    ModelServerConfig = model_server_config_pb2.ModelServerConfig
+    _POOL = _build_pool()
+    MonitoringConfig = _cls(_POOL, "MonitoringConfig")
+    SSLConfig = _cls(_POOL, "SSLConfig")
+    BatchingParameters = _cls(_POOL, "BatchingParameters")

@@ -7,16 +7,11 @@ callable, so tests drive them against a fake runtime API (tests/test_haproxy_ser
 
 from __future__ import annotations
 
-import csv
-import socket
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-
 DOCUMENTATION = r"""
 ---
 module: haproxy_server
 short_description: Drain or enable a server of an HAProxy backend, waiting on HAProxy's own counters
+author: tfserving-fleet maintainers (!UNKNOWN)
 description:
   - Talks to HAProxy's runtime API (the admin-level C(stats socket)).
   - C(state=drained) puts the server in drain mode (no new requests; health checks keep
@@ -132,6 +127,21 @@ options:
       - A canary gets a small weight beside the others' configured one, and every turn's
         C(ready) sets the configured weight again.
     type: int
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: none
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: community.general.haproxy
+    description: >-
+      Its drain wait looks for DRAIN in the server's status and counts no queued requests, so a
+      drained server whose health check fails (DRAIN and DOWN) never counts as drained; it
+      cannot hold a drain while other servers of the backend are out (O(max_unavailable)).
 """
 
 EXAMPLES = r"""
@@ -175,6 +185,12 @@ waited:
   type: float
   returned: always
 """
+
+import csv
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 # HAProxy's server admin flags (show servers state, srv_admin_state).
 _MAINT_FLAGS = 0x01 | 0x02 | 0x04 | 0x20 | 0x40

@@ -7,15 +7,11 @@ content into ansible_local.NAME at once, so the same run sees it without gatheri
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import tempfile
-
 DOCUMENTATION = r"""
 ---
 module: local_fact
 short_description: Record a local fact on the host (facts.d/NAME.fact) and use it at once
+author: tfserving-fleet maintainers (!UNKNOWN)
 description:
   - Writes O(content) as JSON to C(O(fact_dir)/O(name).fact), creating the directory, and
     reports a change only when the file's content differs.
@@ -37,9 +33,15 @@ options:
     description: Directory of the local facts.
     type: path
     default: /etc/ansible/facts.d
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -66,6 +68,11 @@ content:
   type: dict
   returned: always
 """
+
+import json
+import os
+import re
+import tempfile
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

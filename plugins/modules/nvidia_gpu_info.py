@@ -7,16 +7,11 @@ The parsers are pure functions so they can be tested against recorded outputs
 
 from __future__ import annotations
 
-import glob
-import os
-import re
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-
 DOCUMENTATION = r"""
 ---
 module: nvidia_gpu_info
 short_description: Detect NVIDIA GPUs, their MIG slices and the driver version on a host
+author: tfserving-fleet maintainers (!UNKNOWN)
 description:
   - Tries three sources in order and reports the first that finds a GPU.
   - C(nvidia-smi --query-gpu) when the binary is present and answers (driver loaded);
@@ -29,10 +24,6 @@ description:
   - Changes nothing on the host.
   - An C(_info) module by Ansible's convention. It returns what it found as the task's
     result (register it) and sets no C(ansible_facts).
-attributes:
-  check_mode:
-    support: full
-    details: It only reads, so it runs the same in check mode.
 options:
   nvidia_smi:
     description: Name (looked up in PATH) or absolute path of nvidia-smi.
@@ -53,6 +44,21 @@ options:
       - Empty asks the host.
     type: str
     default: ""
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: It only reads, so it runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: ansible.builtin.setup
+    description: >-
+      Gathers no GPU facts, and nvidia-smi run by ansible.builtin.command leaves MIG slices, a
+      driver that is not loaded (a GPU seen only in lspci) and the parsing to every caller.
 """
 
 EXAMPLES = r"""
@@ -99,6 +105,12 @@ checks:
   elements: str
   returned: always
 """
+
+import glob
+import os
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 # Fields asked from nvidia-smi. The name comes last so a comma inside a model name
 # cannot shift the other columns.

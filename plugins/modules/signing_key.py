@@ -9,16 +9,11 @@ task and leaves the installed keyring byte-for-byte as it was.
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import tempfile
-from collections.abc import Callable
-
 DOCUMENTATION = r"""
 ---
 module: signing_key
 short_description: Install a repository signing key after checking its pinned fingerprint
+author: tfserving-fleet maintainers (!UNKNOWN)
 description:
   - Fetches the key from O(url) into a temporary file next to O(dest), lists it with
     C(gpg --show-keys --with-colons) and installs it at O(dest) only when the file holds
@@ -51,14 +46,25 @@ options:
     description: Seconds to wait for the download.
     type: int
     default: 30
+notes:
+  - O(mode), O(owner) and O(group) apply to O(dest) as with M(ansible.builtin.copy); the
+    default mode is C(0644).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.files
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
-notes:
-  - O(mode), O(owner) and O(group) apply to O(dest) as with M(ansible.builtin.copy); the
-    default mode is C(0644).
+  platform:
+    platforms: posix
+seealso:
+  - plugin: community.crypto.gpg_fingerprint
+    plugin_type: filter
+    description: >-
+      Returns the fingerprint of the first key in the file only, so it cannot refuse a key file
+      that carries other keys besides the pinned one; this module checks every primary key.
 """
 
 EXAMPLES = r"""
@@ -85,6 +91,12 @@ found:
   elements: str
   returned: always
 """
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
 
 _FINGERPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
 

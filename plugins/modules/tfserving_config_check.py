@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-
 DOCUMENTATION = r"""
 module: tfserving_config_check
 short_description: Parse a TF Serving text-proto config as the server will
+author: tfserving-fleet maintainers (!UNKNOWN)
 description:
   - Runs on the controller with a Python that has tensorflow-serving-api.
   - Fails, naming the file and the parser's message, when the content does not parse.
@@ -27,6 +24,20 @@ options:
     description: The file name used in messages.
     type: str
     required: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: ansible.builtin.template
+    description: >-
+      Its O(ansible.builtin.template#module:validate) runs a checker on the host, and TF Serving has
+      none; this parses the text proto on the controller with the protos the server itself uses.
 """
 
 EXAMPLES = r"""
@@ -45,6 +56,10 @@ kind:
   returned: success
 """
 
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
 
 def message_for(kind: str) -> Any:
     """An empty message of the kind's proto class."""
@@ -52,6 +67,8 @@ def message_for(kind: str) -> Any:
         tfserving_config_protos as config_protos,
     )
 
+    if config_protos.IMPORT_ERROR is not None:
+        raise config_protos.IMPORT_ERROR
     classes = {
         "model_server": config_protos.ModelServerConfig,
         "monitoring": config_protos.MonitoringConfig,

@@ -3,19 +3,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
-import stat
-from pathlib import Path
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-
 DOCUMENTATION = r"""
 module: tfserving_model_scan
 short_description: Validate SavedModel export directories and select the versions to serve
+author: tfserving-fleet maintainers (!UNKNOWN)
 description:
   - Runs on the controller (delegate_to localhost) before any host changes.
   - Each model path must hold numeric version directories, each with saved_model.pb (or
@@ -35,6 +26,20 @@ options:
     type: list
     elements: dict
     required: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: ansible.builtin.find
+    description: >-
+      Lists the version directories, but applies no version policy, digests no export and
+      refuses no link, device or fifo in it; this does all three before any host changes.
 """
 
 EXAMPLES = r"""
@@ -60,12 +65,29 @@ models:
   returned: success
 """
 
+import hashlib
+import json
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.validation import check_type_path
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LABEL_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 class ModelError(ValueError):
     """A model entry that cannot be served; the message names the model and the path."""
+
+
+def controller_path(value: Any) -> Path:
+    """A path inside a models entry, expanded as an option of type path would be (~, $VAR):
+    the entries are free-form dicts, so the argument spec cannot type their keys."""
+    return Path(check_type_path(str(value)))
 
 
 def version_dirs(path: Path) -> dict[int, str]:
@@ -175,7 +197,7 @@ def scan_model(model: dict[str, Any]) -> dict[str, Any]:
     raw_path = model.get("path")
     if not raw_path:
         raise ModelError(f"model {name!r}: path is required")
-    path = Path(str(raw_path)).expanduser()
+    path = controller_path(raw_path)
     if not path.is_dir():
         raise ModelError(f"model {name!r}: path {path} does not exist or is not a directory")
     dirs = version_dirs(path)
@@ -251,10 +273,10 @@ def scan_smoke(name: str, model: dict[str, Any]) -> dict[str, Any] | None:
     if "tolerance" in given and not given.get("expected_outputs"):
         raise ModelError(f"model {name!r}: smoke_tolerance needs smoke_expected_outputs")
     for smoke_file in [given.get("input"), *(given.get("images") or [])]:
-        if smoke_file and not Path(str(smoke_file)).expanduser().is_file():
+        if smoke_file and not controller_path(smoke_file).is_file():
             raise ModelError(f"model {name!r}: smoke file {smoke_file} does not exist")
     if given.get("input"):
-        path = Path(str(given["input"])).expanduser()
+        path = controller_path(given["input"])
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as error:
@@ -265,7 +287,7 @@ def scan_smoke(name: str, model: dict[str, Any]) -> dict[str, Any] | None:
             )
         given["input"] = str(path)
     if given.get("images"):
-        given["images"] = [str(Path(str(p)).expanduser()) for p in given["images"]]
+        given["images"] = [str(controller_path(p)) for p in given["images"]]
     return given
 
 

@@ -7,6 +7,7 @@ DOCUMENTATION = r"""
 ---
 module: wait_job
 short_description: Wait for a long command or async job, printing progress lines (never FAILED)
+author: tfserving-fleet maintainers (!UNKNOWN)
 description:
   - Waits for long work on the host and prints one line every O(interval) seconds at the
     default verbosity, saying what is waited for, the elapsed time and the latest output line.
@@ -59,10 +60,21 @@ options:
     description: How many of the last output lines the result (and a failure message) carries.
     type: int
     default: 20
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: none
     details: In check mode nothing is started or waited for; the task is skipped.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: ansible.builtin.async_status
+    description: >-
+      Polled in an C(until) loop it prints C(FAILED - RETRYING) at every check, and it shows
+      no line of the job's log; this prints progress with the log's latest line instead.
 """
 
 EXAMPLES = r"""

@@ -34,6 +34,9 @@ from .errors import EXIT_NO_CANARY, EXIT_OK, LocalInputError, TfsClientError
 from .fleet import REQUEST_COUNT
 
 LATENCY_BUCKET = ":tensorflow:serving:request_latency_bucket"  # microseconds
+# The latency histogram's API label of the calls that run a model (TF Serving "Predict",
+# the stand-in "predict"), as a PromQL regex.
+INFERENCE_API = "(?i)predict|classify|regress|multi_?inference"
 RUNNING_FILE = "running.json"
 DEFAULT_REPORT_DIR = "~/.local/state/tfserving-fleet/canary"  # tfserving_canary_report_dir
 THRESHOLD_NAMES = (
@@ -153,7 +156,9 @@ def queries(nodes: Sequence[str], seconds: int) -> dict[str, str]:
     window = f"[{seconds}s]"
     requests = f"{REQUEST_COUNT}{{{match}}}{window}"
     failed = f'{REQUEST_COUNT}{{{match},status!="OK"}}{window}'
-    buckets = f"sum by (le, model_name) (increase({LATENCY_BUCKET}{{{match}}}{window}))"
+    # The calls that run the model: status calls (health checks) are not its latency.
+    inference = f'{match},API=~"{INFERENCE_API}"'
+    buckets = f"sum by (le, model_name) (increase({LATENCY_BUCKET}{{{inference}}}{window}))"
     return {
         "requests": f"sum by (model_name) (increase({requests}))",
         "failed": f"sum by (model_name) (increase({failed}))",

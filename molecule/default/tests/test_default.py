@@ -31,6 +31,8 @@ MODELS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / 
 os.environ["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "all"
 HALF_PLUS_TWO = [2.5, 3.0, 4.5]
 HALF_PLUS_THREE = [3.5, 4.0, 5.5]
+# One series of TF Serving's request counter: its labels, its value.
+REQUEST_COUNT = re.compile(r"^:tensorflow:serving:request_count\{([^}]*)\} (\S+)$", re.MULTILINE)
 
 
 def half_plus_two_copy(answers: list[float]) -> dict:
@@ -133,7 +135,22 @@ def test_ports_are_published_on_the_service_address_only(host, address: str) -> 
     }
     # userland-proxy off (CIS 2.16): iptables forwards the ports, no docker-proxy runs.
     assert "docker-proxy" not in host.check_output("cat /proc/[0-9]*/comm")
-    assert not host.socket("tcp://0.0.0.0:8500").is_listening
+    # So nothing listens on the ports: the engine's DNAT rules are what publish them, and
+    # each must match the service address only (a port on every address has no -d).
+    rules = host.check_output("iptables -w -t nat -S DOCKER")
+    assert dnat_off_address(rules, address, ("8500", "8501")) == [], rules
+
+
+def dnat_off_address(rules: str, address: str, ports: tuple[str, ...]) -> list[str]:
+    """What is wrong with the engine's DNAT rules (iptables -S) for the ports: a port with
+    no rule, or a rule that matches another destination than address."""
+    problems = []
+    for port in ports:
+        dnat = [r for r in rules.splitlines() if "-j DNAT" in r and f"--dport {port} " in r]
+        if not dnat:
+            problems.append(f"no DNAT rule for port {port}")
+        problems += [r for r in dnat if f" -d {address}/32 " not in r]
+    return problems
 
 
 def test_container_is_hardened(host) -> None:
@@ -191,9 +208,24 @@ def test_rest_predict_half_plus_two(address: str) -> None:
     assert predict_half_plus_two(address) == [2.5, 3.0, 4.5]
 
 
+def ok_requests(metrics: str, model: str) -> float:
+    """The server's count of the model's requests that answered OK (its request_count)."""
+    total, seen = 0.0, False
+    for labels, value in REQUEST_COUNT.findall(metrics):
+        named = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if named.get("model_name") == model and named.get("status") == "OK":
+            total, seen = total + float(value), True
+    assert seen, f"no {model} OK series of :tensorflow:serving:request_count in the metrics"
+    return total
+
+
 def test_metrics_count_requests(address: str) -> None:
-    text = requests.get(f"http://{address}:8501/monitoring/prometheus/metrics", timeout=10).text
-    assert "half_plus_two" in text
+    url = f"http://{address}:8501/monitoring/prometheus/metrics"
+    before = ok_requests(requests.get(url, timeout=10).text, "half_plus_two")
+    for _ in range(3):
+        predict_half_plus_two(address)
+    after = ok_requests(requests.get(url, timeout=10).text, "half_plus_two")
+    assert after - before >= 3, (before, after)
 
 
 class Traffic(threading.Thread):
