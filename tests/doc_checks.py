@@ -24,9 +24,9 @@ WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # underscore (tfserving_, docker_, host_packages_, ...), or is a role's name. A trailing
 # "_*" stands for every name that starts so (`tfserving_ssl_*`).
 PREFIXES = sorted(ROLES, key=len, reverse=True)
+ALTERNATIVES = "|".join(map(re.escape, PREFIXES))
 NAME = re.compile(
-    r"(?<![\w./-])(?:%s)(?:_[a-z0-9]+)*(?:_\*)?(?![\w*-]|\.(?:py|yml|fact)\b|/)"
-    % "|".join(map(re.escape, PREFIXES))
+    rf"(?<![\w./-])(?:{ALTERNATIVES})(?:_[a-z0-9]+)*(?:_\*)?(?![\w*-]|\.(?:py|yml|fact)\b|/)"
 )
 
 

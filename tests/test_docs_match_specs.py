@@ -99,9 +99,7 @@ def problems(role: str, root: Path = ROOT) -> list[str]:
             if cell not in ("", "-", "required"):
                 found.append(f"{name}: the README gives default {cell}, the spec has none")
         elif not templated(spec["default"]) and not same_default(cell, spec["default"]):
-            found.append(
-                f"{name}: the README gives default {cell}, the spec {spec['default']!r}"
-            )
+            found.append(f"{name}: the README gives default {cell}, the spec {spec['default']!r}")
     for name, spec in (specs.get("main") or {}).items():
         spec = spec or {}
         if "default" in spec and not templated(spec["default"]) and name not in listed:

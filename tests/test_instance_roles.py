@@ -295,7 +295,7 @@ def test_drain_enable_and_weight_act_on_all_of_a_nodes_servers() -> None:
 
 
 def test_enable_moves_each_server_to_the_ports_of_its_turn_and_leaves_retired_ones_out() -> None:
-    host, servers = node_servers(False, **COUNT_TWO)
+    _host, servers = node_servers(False, **COUNT_TWO)
     variables = {
         **role_variables("tfserving_lb"),
         "inventory_hostname": "node2",
@@ -419,11 +419,14 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         "tfserving_instance_count is 0: give 1 or more.",
     ),
     "count_above_cpus": (
-        {"tfserving_instance_mode": "count", "tfserving_instance_count": 3, "tfserving_instance_cpus": [0]},
-        "tfserving_instance_count is 3, more than the 1 CPU(s) in tfserving_instance_cpus: give at most 1.",
+        {"tfserving_instance_mode": "count", "tfserving_instance_count": 3,
+         "tfserving_instance_cpus": [0]},
+        "tfserving_instance_count is 3, more than the 1 CPU(s) in tfserving_instance_cpus: "
+        "give at most 1.",
     ),
     "cpu_not_on_host": (
-        {"tfserving_instance_mode": "count", "tfserving_instance_count": 2, "tfserving_instance_cpus": [0, 4099]},
+        {"tfserving_instance_mode": "count", "tfserving_instance_count": 2,
+         "tfserving_instance_cpus": [0, 4099]},
         "tfserving_instance_cpus on case_cpu_not_on_host names CPU(s) 4099",
     ),
     "rest_in_grpc_range": (
