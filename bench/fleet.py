@@ -20,6 +20,13 @@ Measures, printing one JSON line per figure:
             (--canary-seconds, share 25%): the time from the canary's window opening to its
             verdict (the report's "verdict after"), and the extra rollout time the canary
             adds, over --runs runs each (median)
+  instances tfs-client bench through the load balancer with only fleet-node3 in service
+            (the others in maintenance), with one server on it and then with
+            --instances CPU servers (tfserving_instance_mode count, cpusets), --runs runs of
+            --duration seconds each (median); fleet-node3 goes back to one server after.
+            On these test hosts every server shares the machine's cores with the others
+            and the client: the figure says what the split costs or gains here, not what a
+            GPU host gains from a server per GPU (molecule/gpu/README.md says how to get that)
 """
 
 from __future__ import annotations
@@ -277,12 +284,83 @@ def bench_canary(eph: Path, addr: dict[str, str], seconds: int, runs: int) -> No
     )  # fmt: skip
 
 
+def lb_bench(addr: dict[str, str], duration: float, concurrency: int) -> dict[str, object]:
+    out = subprocess.run(
+        [
+            TFS_CLIENT,
+            "bench",
+            f"--server={addr[LB]}:8500",
+            "--model=half_plus_two",
+            "--input=x=[[1.0]]",
+            f"--concurrency={concurrency}",
+            f"--duration={duration}",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(json.loads(out))
+
+
+def bench_instances(
+    eph: Path, addr: dict[str, str], duration: float, runs: int, count: int
+) -> None:
+    node = NODES[2]
+    host_vars = eph / "inventory" / "host_vars"
+    node_vars = host_vars / f"{node}.yml"
+    budget = {"tfserving_lb_max_unavailable": count, "tfserving_rollout_batch": 1}
+
+    def measure(servers: int) -> None:
+        names = [node] + [f"{node}-{i}" for i in range(1, servers)]
+        others = [
+            line.split()[3]
+            for line in runtime("show servers state tfserving_grpc").splitlines()[2:]
+            if len(line.split()) > 3 and line.split()[3] not in names
+        ]
+        for other in others:
+            runtime(f"set server tfserving_grpc/{other} state maint")
+        try:
+            for concurrency in (4, 16):
+                summaries = [lb_bench(addr, duration, concurrency) for _ in range(runs)]
+                emit(
+                    figure="instances",
+                    node=node,
+                    servers=servers,
+                    concurrency=concurrency,
+                    runs=runs,
+                    qps=round(statistics.median(float(s["qps"]) for s in summaries), 1),
+                    p50_ms=statistics.median(float(s["latency_ms"]["p50"]) for s in summaries),
+                    p99_ms=statistics.median(float(s["latency_ms"]["p99"]) for s in summaries),
+                    errors=sum(int(s["errors"]) for s in summaries),
+                    cpus=on(node, "nproc"),
+                )
+        finally:
+            for other in others:
+                runtime(f"set server tfserving_grpc/{other} state ready")
+
+    measure(1)
+    host_vars.mkdir(exist_ok=True)
+    node_vars.write_text(
+        yaml.safe_dump({"tfserving_instance_mode": "count", "tfserving_instance_count": count})
+    )
+    try:
+        elapsed, _ = playbook(eph, "../../playbooks/serve.yml", budget)
+        emit(figure="instances", change=f"1 -> {count} servers", seconds=round(elapsed, 1))
+        measure(count)
+    finally:
+        node_vars.unlink(missing_ok=True)
+        elapsed, _ = playbook(eph, "../../playbooks/serve.yml", budget)
+        emit(figure="instances", change=f"{count} -> 1 servers", seconds=round(elapsed, 1))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument(
-        "--skip", default="", help="comma-separated: grpc,noop,image,rollout,canary"
+        "--skip", default="", help="comma-separated: grpc,noop,image,rollout,canary,instances"
     )
+    parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--canary-seconds", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
@@ -302,6 +380,8 @@ def main() -> int:
         bench_rollout(eph)
     if "canary" not in skip:
         bench_canary(eph, addr, args.canary_seconds, args.runs)
+    if "instances" not in skip:
+        bench_instances(eph, addr, args.duration, args.runs, args.instances)
     return 0
 
 
