@@ -301,7 +301,8 @@ def test_fault2_engine_restart_keeps_the_container_answering(host) -> None:
     connects.join(timeout=10)
     report = traffic.finish("2 systemctl restart docker", restart)
     # Established connections lose nothing; new ones are refused while the engine rebuilds
-    # its port rules (printed, not judged: README.md, What a node without a load balancer sees).
+    # its port rules (printed, not judged: docs/rollouts.md, What a node without a load
+    # balancer sees).
     print(
         f"FAULT 2 new connections during the engine restart: {len(connects.results)} tried, "
         f"{sum(not ok for _, ok in connects.results)} refused, "
