@@ -44,9 +44,7 @@ def run(tmp_path: Path, *extra: str) -> str:
     playbook = tmp_path / "record.yml"
     playbook.write_text(PLAYBOOK)
     fact_dir = tmp_path / "facts.d"
-    result = run_playbook(
-        playbook, "-e", f"fact_dir={fact_dir}", "-e", f"record={RECORD}", *extra
-    )
+    result = run_playbook(playbook, "-e", f"fact_dir={fact_dir}", "-e", f"record={RECORD}", *extra)
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode == 0, output[-3000:]
     return output
@@ -93,8 +91,11 @@ def test_every_record_is_a_directory_a_copy_and_a_refresh(
 ) -> None:
     tasks = load_yaml(ROOT / "roles" / role / "tasks" / tasks_file)
     modules = [module_args(task) for task in tasks]
-    copies = [i for i, (module, args) in enumerate(modules)
-              if module == "ansible.builtin.copy" and str(args["dest"]).endswith(f"/{name}.fact")]  # fmt: skip
+    copies = [
+        i
+        for i, (module, args) in enumerate(modules)
+        if module == "ansible.builtin.copy" and str(args["dest"]).endswith(f"/{name}.fact")
+    ]
     assert len(copies) == 1, f"no copy of {name}.fact"
     at = copies[0]
     directory, copy, refresh = modules[at - 1], modules[at], modules[at + 1]

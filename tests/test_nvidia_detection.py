@@ -263,9 +263,8 @@ def test_driver_check_compares_versions_numerically(found: str, required: str, o
 
 def check_gpus(output: str) -> list[str]:
     """The GPU names check.yml reads from the container's `nvidia-smi -L` output."""
-    task = task_file(
-        "nvidia_container_toolkit", "check.yml", "Fail unless the container lists every detected GPU"
-    )
+    name = "Fail unless the container lists every detected GPU"
+    task = task_file("nvidia_container_toolkit", "check.yml", name)
     return evaluate(
         task["vars"]["nvidia_container_toolkit_check_gpus"],
         {"nvidia_container_toolkit_check_run": {"container": {"Output": output}}},

@@ -58,15 +58,15 @@ COPIES = [
     ("plugins/filter/monitoring.py: tfserving_rest_port_instances",
      lambda: monitoring.DEFAULTS["tfserving_rest_port_instances"], REST_MANY),
     ("plugins/filter/monitoring.py: tfserving_monitoring_path",
-     lambda: monitoring.DEFAULTS["tfserving_monitoring_path"], TFSERVING["tfserving_monitoring_path"]),
+     lambda: monitoring.DEFAULTS["tfserving_monitoring_path"], TFSERVING["tfserving_monitoring_path"]),  # noqa: E501
     ("plugins/filter/monitoring.py: tfserving_container_name",
-     lambda: monitoring.DEFAULTS["tfserving_container_name"], TFSERVING["tfserving_container_name"]),
+     lambda: monitoring.DEFAULTS["tfserving_container_name"], TFSERVING["tfserving_container_name"]),  # noqa: E501
     ("plugins/filter/instances.py: tfserving_lb_backend_servers(grpc_port=)",
      lambda: function_default(instances.tfserving_lb_backend_servers, "grpc_port"), GRPC),
     ("plugins/filter/instances.py: tfserving_lb_backend_servers(rest_port=)",
      lambda: function_default(instances.tfserving_lb_backend_servers, "rest_port"), REST_ONE),
     ("tfserving_monitoring defaults: tfserving_monitoring_lb_port",
-     lambda: fallback("roles/tfserving_monitoring/defaults/main.yml", "tfserving_lb_stats_port"), STATS),
+     lambda: fallback("roles/tfserving_monitoring/defaults/main.yml", "tfserving_lb_stats_port"), STATS),  # noqa: E501
     ("tfserving vars: the canary's tfserving_monitoring_port",
      lambda: fallback("roles/tfserving/vars/main.yml", "tfserving_monitoring_port"), PROMETHEUS),
 ]  # fmt: skip
