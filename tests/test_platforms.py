@@ -15,7 +15,7 @@ DEBIAN = {"12": "bookworm", "13": "trixie"}
 UNTESTED = re.compile(r"^\s*# Untested:", re.M)
 
 
-def tested() -> set[tuple[str, str]]:
+def scenario_platforms() -> set[tuple[str, str]]:
     """(platform, version) of every host image a molecule scenario starts."""
     found = set()
     for path in ROOT.glob("molecule/*/molecule.yml"):
@@ -36,19 +36,19 @@ def listed(role: str) -> tuple[set[tuple[str, str]], str]:
 
 
 def test_the_scenarios_run_debian_12_and_13() -> None:
-    assert tested() == {("Debian", "bookworm"), ("Debian", "trixie")}
+    assert scenario_platforms() == {("Debian", "bookworm"), ("Debian", "trixie")}
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_every_tested_platform_is_listed(role: str) -> None:
     platforms, _ = listed(role)
-    assert tested() <= platforms
+    assert scenario_platforms() <= platforms
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_a_platform_no_scenario_runs_is_marked_untested(role: str) -> None:
     platforms, text = listed(role)
-    extra = sorted(platforms - tested())
+    extra = sorted(platforms - scenario_platforms())
     if extra:
         assert UNTESTED.search(text), f"{role} lists {extra} without '# Untested:'"
         readme = (ROOT / "README.md").read_text()
