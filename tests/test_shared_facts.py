@@ -61,6 +61,12 @@ COPIES = [
      lambda: monitoring.DEFAULTS["tfserving_monitoring_path"], TFSERVING["tfserving_monitoring_path"]),  # noqa: E501
     ("plugins/filter/monitoring.py: tfserving_container_name",
      lambda: monitoring.DEFAULTS["tfserving_container_name"], TFSERVING["tfserving_container_name"]),  # noqa: E501
+    ("plugins/filter/instances.py: DEFAULTS grpc_port",
+     lambda: instances.DEFAULTS["grpc_port"], GRPC),
+    ("plugins/filter/instances.py: DEFAULTS rest_port",
+     lambda: instances.DEFAULTS["rest_port"], REST_ONE),
+    ("plugins/filter/instances.py: DEFAULTS name",
+     lambda: instances.DEFAULTS["name"], TFSERVING["tfserving_container_name"]),
     ("plugins/filter/instances.py: tfserving_lb_backend_servers(grpc_port=)",
      lambda: function_default(instances.tfserving_lb_backend_servers, "grpc_port"), GRPC),
     ("plugins/filter/instances.py: tfserving_lb_backend_servers(rest_port=)",
