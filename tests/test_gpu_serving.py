@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plugin_files import load_file
 from role_tasks import evaluate, load_yaml, module_args, role_variables, task_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,8 +20,8 @@ SCENARIO = ROOT / "molecule" / "gpu"
 ALL_GPUS = [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
 FRACTION_FLAG = "--per_process_gpu_memory_fraction"
 
-sys.path.insert(0, str(ROOT / "plugins" / "filter"))
-import gpu_serving  # noqa: E402
+# molecule/gpu's own filters (next to its playbooks: they do not ship in the collection).
+gpu_serving = load_file(SCENARIO / "filter_plugins" / "gpu_serving.py", "gpu_serving")
 
 
 def _inventory_vars() -> dict[str, Any]:

@@ -158,7 +158,13 @@ def test_the_servers_record_holds_the_index_to_gpu_map() -> None:
         "record.yml",
         "Record the node's servers on the host (ansible_local.tfserving_instances)",
     )
-    content = evaluate(module_args(task)[1]["content"], {**host, "tfserving_instances": servers})
+    # The copy writes the task's vars' record as JSON.
+    content = evaluate(task["vars"]["__tfserving_record"], {**host, "tfserving_instances": servers})
+    written = evaluate(
+        module_args(task)[1]["content"],
+        {**host, "tfserving_instances": servers, "__tfserving_record": content},
+    )
+    assert json.loads(written) == content
     uuids = [gpu["uuid"] for gpu in detected["gpus"]]
     assert content["mode"] == "per_gpu"
     assert content["gpus"] == {"0": [uuids[0]], "1": [uuids[1]]}

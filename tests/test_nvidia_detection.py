@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from plugin_files import load_plugin
+from role_tasks import evaluate, task_file
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles" / "nvidia_container_toolkit"
@@ -14,7 +15,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvidia"
 
 
 facts = load_plugin("modules", "nvidia_gpu_info")
-smi_filters = load_plugin("filter", "nvidia_smi", "nvidia_smi_filters")
 
 
 def fixture(name: str) -> str:
@@ -261,17 +261,34 @@ def test_driver_check_compares_versions_numerically(found: str, required: str, o
     assert version_at_least(found, required) is ok
 
 
-def test_nvidia_smi_list() -> None:
-    assert smi_filters.nvidia_smi_list_gpus(fixture("nvidia-smi-L-a100x2.txt")) == [
-        "NVIDIA A100-SXM4-40GB",
-        "NVIDIA A100-SXM4-40GB",
-    ]
+def check_gpus(output: str) -> list[str]:
+    """The GPU names check.yml reads from the container's `nvidia-smi -L` output."""
+    name = "Fail unless the container lists every detected GPU"
+    task = task_file("nvidia_container_toolkit", "check.yml", name)
+    return evaluate(
+        task["vars"]["nvidia_container_toolkit_check_gpus"],
+        {"nvidia_container_toolkit_check_run": {"container": {"Output": output}}},
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "gpus"),
+    [
+        ("nvidia-smi-L-a100x2.txt", ["NVIDIA A100-SXM4-40GB"] * 2),
+        ("nvidia-smi-L-h100x8.txt", 8),
+        ("nvidia-smi-L-a100-mig.txt", 2),  # the MIG lines are no GPUs of their own
+        ("container-h100-gpu5-L.txt", 1),
+    ],
+)
+def test_the_check_lists_the_gpus_of_nvidia_smi_l(name: str, gpus: list[str] | int) -> None:
+    found = check_gpus(fixture(name))
+    if isinstance(gpus, int):
+        assert len(found) == gpus
+        assert all(gpu.startswith("NVIDIA ") and "UUID" not in gpu for gpu in found)
+    else:
+        assert found == gpus
 
 
 @pytest.mark.parametrize("output", ["", "No devices were found\n", "Failed to initialize NVML\n"])
-def test_nvidia_smi_list_without_gpus(output: str) -> None:
-    assert smi_filters.nvidia_smi_list_gpus(output) == []
-
-
-def test_filters_are_registered() -> None:
-    assert set(smi_filters.FilterModule().filters()) == {"nvidia_smi_list_gpus"}
+def test_the_check_lists_no_gpus_without_them(output: str) -> None:
+    assert check_gpus(output) == []

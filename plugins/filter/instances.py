@@ -45,6 +45,9 @@ REST base (the message proposes one).
 
 Bad settings raise AnsibleFilterError naming the role variable (NAMES maps each setting
 to the variable the caller took it from; the defaults are the tfserving role's names).
+
+Why not the library: ansible.builtin.zip, map and combine could build one server per GPU, but
+not split CPUs, check the port ranges or compare a container's spec in one tested place.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 
 MODES = ("one", "per_gpu", "per_mig", "count")
+# Copies of the tfserving role's defaults (mode one): tests/test_shared_facts.py.
 DEFAULTS: dict[str, Any] = {
     "mode": "one",
     "count": 1,

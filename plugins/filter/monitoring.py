@@ -21,8 +21,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+# Copies of the tfserving role's defaults (roles/tfserving/defaults/main.yml, the one
+# source): they are not in a node's hostvars on the monitoring host.
+# tests/test_shared_facts.py fails when they differ.
 DEFAULTS: dict[str, Any] = {
     "tfserving_rest_port": 8501,
+    "tfserving_rest_port_instances": 8600,  # the REST base in every mode but one
     "tfserving_grpc_port": 8500,
     "tfserving_monitoring_path": "/monitoring/prometheus/metrics",
     "tfserving_container_name": "tfserving",
@@ -46,7 +50,9 @@ def tfserving_monitoring_target(variables: Mapping[str, Any]) -> dict[str, Any]:
     models = _get(variables, "tfserving_models", [])
     # The tfserving role's REST base moves to 8600 in every mode but one (its defaults).
     mode = str(_get(variables, "tfserving_instance_mode", "one"))
-    rest_default = DEFAULTS["tfserving_rest_port"] if mode == "one" else 8600
+    rest_default = DEFAULTS[
+        "tfserving_rest_port" if mode == "one" else "tfserving_rest_port_instances"
+    ]
     rest_port = int(_get(variables, "tfserving_rest_port", rest_default))
     grpc_port = int(_get(variables, "tfserving_grpc_port", DEFAULTS["tfserving_grpc_port"]))
     recorded = _get(variables, "tfserving_recorded_servers", []) or []

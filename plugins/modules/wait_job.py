@@ -73,8 +73,9 @@ attributes:
 seealso:
   - module: ansible.builtin.async_status
     description: >-
-      Polled in an C(until) loop it prints C(FAILED - RETRYING) at every check, and it shows
-      no line of the job's log; this prints progress with the log's latest line instead.
+      C(async) with this polled in an C(until) loop has no line of the build's output while it
+      runs (the job's result file holds its output only once it exited), so no progress line
+      could show the build log's latest line; kept for that line (tfserving_image's builds).
 """
 
 EXAMPLES = r"""
