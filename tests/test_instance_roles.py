@@ -194,7 +194,8 @@ def lb_config_variables(
     }
     servers = evaluate(role["__tfserving_lb_backend_servers"], context)
     each = evaluate(
-        role["__tfserving_lb_check_each_port"], {**context, "__tfserving_lb_backend_servers": servers}
+        role["__tfserving_lb_check_each_port"],
+        {**context, "__tfserving_lb_backend_servers": servers},
     )
     return {"__tfserving_lb_backend_servers": servers, "__tfserving_lb_check_each_port": each}
 
@@ -324,7 +325,10 @@ def test_other_nodes_drains_do_not_count_servers_retired_in_this_run() -> None:
         "ansible_play_hosts_all": ["node1", "node2"],
         "hostvars": {"node1": {"tfserving_retired_servers": ["node1-1", "node1-2"]}, "node2": {}},
     }
-    assert evaluate(variables["__tfserving_lb_retired_servers"], variables) == ["node1-1", "node1-2"]
+    assert evaluate(variables["__tfserving_lb_retired_servers"], variables) == [
+        "node1-1",
+        "node1-2",
+    ]
 
 
 # ----- the firewall: every server's ports ----------------------------------------------------
