@@ -39,7 +39,7 @@ def firewall_variables(name: str, rules: Any, **extra: Any) -> dict[str, Any]:
         **role_variables(ROLE),
         "tfserving_input_firewall_name": name,
         "tfserving_input_firewall_rules": rules,
-        "tfserving_input_firewall_checked": input_firewall.tfserving_input_rules(rules),
+        "__tfserving_input_firewall_checked": input_firewall.tfserving_input_rules(rules),
         **extra,
     }
 

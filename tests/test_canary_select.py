@@ -39,9 +39,9 @@ PLAY = """
         msg: >-
           CANARY {{ {'node': inventory_hostname, 'here': tfserving_canary_here,
                      'weight': tfserving_canary_weight | int,
-                     'share': tfserving_canary_effective_share | default(none),
-                     'baseline': tfserving_canary_baseline | default(none),
-                     'source': tfserving_canary_source | default(none)} | to_json }}
+                     'share': __tfserving_canary_effective_share | default(none),
+                     'baseline': __tfserving_canary_baseline | default(none),
+                     'source': __tfserving_canary_source | default(none)} | to_json }}
 """
 
 

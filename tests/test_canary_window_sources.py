@@ -24,8 +24,8 @@ WINDOW = ROLE / "tasks" / "canary-window.yml"
 
 
 def tasks_for(source: str) -> list[dict[str, Any]]:
-    """The tasks of canary-window.yml that run only with tfserving_canary_source SOURCE."""
-    marker = f"tfserving_canary_source == '{source}'"
+    """The tasks of canary-window.yml that run only with __tfserving_canary_source SOURCE."""
+    marker = f"__tfserving_canary_source == '{source}'"
     found = []
     for task in flat_tasks(yaml.safe_load(WINDOW.read_text())):
         when = task.get("when", [])
@@ -50,7 +50,7 @@ def test_tasks_of_one_source_are_skipped_under_the_other(
             "gather_facts": False,
             # The role's own variables, as the role's tasks see them.
             "vars_files": [str(ROLE / part / "main.yml") for part in ("defaults", "vars")],
-            "vars": {"tfserving_canary_source": other},
+            "vars": {"__tfserving_canary_source": other},
             "tasks": tasks,
         }
     ]

@@ -41,7 +41,7 @@ def merge(tmp_path: Path, *extra: str) -> tuple[int, str]:
     result = run_playbook(
         playbook,
         "-e",
-        f"docker_daemon_json_path={tmp_path / 'daemon.json'}",
+        f"__docker_daemon_json_path={tmp_path / 'daemon.json'}",
         "-e",
         f"caller_view={tmp_path / 'caller.json'}",
         *extra,

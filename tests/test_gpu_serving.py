@@ -59,7 +59,7 @@ def _image_ref(host: dict[str, Any]) -> str:
     """The image tfserving_image gives the host with the pull source: its variant choice,
     the pulled reference of that variant, and the reference it sets for the host."""
     choose = task_file("tfserving_image", "variant.yml", "Choose the image variant of the host")
-    variant = evaluate(module_args(choose)[1]["tfserving_image_host_variant"], host).strip()
+    variant = evaluate(module_args(choose)[1]["__tfserving_image_host_variant"], host).strip()
     pull = task_file(
         "tfserving_image", "pull.yml", "Pull each variant the play needs (pinned tag or digest)"
     )
@@ -68,14 +68,14 @@ def _image_ref(host: dict[str, Any]) -> str:
     produced = {variant: {"ref": pulled.strip(), "id": "sha256:" + "0" * 64}}
     return evaluate(
         module_args(record)[1]["tfserving_image_ref"],
-        {**host, "tfserving_image_host_variant": variant, "tfserving_image_produced": produced},
+        {**host, "__tfserving_image_host_variant": variant, "__tfserving_image_produced": produced},
     )
 
 
 # The serving container task's name (it says when the plan only compares it).
 RUN_CONTAINER = (
     "Run the serving container"
-    "{{ ' (compared in check mode)' if tfserving_container_plan | default(false) else '' }}"
+    "{{ ' (compared in check mode)' if __tfserving_container_plan | default(false) else '' }}"
 )
 
 

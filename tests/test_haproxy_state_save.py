@@ -19,7 +19,7 @@ def save(tmp_path: Path) -> tuple[dict, subprocess.CompletedProcess[str]]:
     variables = {
         **role_variables("tfserving_lb"),
         "tfserving_lb_socket": str(tmp_path / "admin.sock"),
-        "tfserving_lb_state_file": str(tmp_path / "server-state"),
+        "__tfserving_lb_state_file": str(tmp_path / "server-state"),
     }
     _, args = module_args(task)
     args = evaluate(args, variables)

@@ -32,8 +32,8 @@ def docker_vars(os_family: str, source: str, version: str) -> dict[str, Any]:
     os_vars = yaml.safe_load((ROOT / f"roles/docker/vars/{os_family}.yml").read_text())
     return {
         "ansible_facts": {"os_family": os_family},
-        "host_packages_packages": os_vars["docker_os_packages"][source],
-        "host_packages_pinned": os_vars["docker_os_pinned_packages"][source],
+        "host_packages_packages": os_vars["__docker_os_packages"][source],
+        "host_packages_pinned": os_vars["__docker_os_pinned_packages"][source],
         "host_packages_version": version,
     }
 
@@ -58,7 +58,7 @@ def docker_vars(os_family: str, source: str, version: str) -> dict[str, Any]:
     ],
 )
 def test_pinned_package_specs(os_family: str, source: str, version: str, wanted: list[str]) -> None:
-    specs = template("{{ host_packages_specs }}", docker_vars(os_family, source, version))
+    specs = template("{{ __host_packages_specs }}", docker_vars(os_family, source, version))
     assert specs[: len(wanted)] == wanted
 
 
@@ -82,9 +82,9 @@ def test_every_toolkit_package_is_pinned_by_default() -> None:
     version = toolkit["nvidia_container_toolkit_version"]
     assert version, "nvidia_container_toolkit_version has no default"
     specs = template(
-        "{{ host_packages_specs }}", {**passed, "ansible_facts": {"os_family": "Debian"}}
+        "{{ __host_packages_specs }}", {**passed, "ansible_facts": {"os_family": "Debian"}}
     )
-    assert specs == [f"{name}={version}" for name in toolkit["nvidia_container_toolkit_packages"]]
+    assert specs == [f"{name}={version}" for name in toolkit["__nvidia_container_toolkit_packages"]]
 
 
 def installed(**versions: str) -> dict[str, Any]:
@@ -115,8 +115,8 @@ def test_refresh_only_when_a_package_is_missing_or_off_its_pin(
         "host_packages_packages": ["docker-ce"],
         "host_packages_version": version,
     }
-    assert template("{{ host_packages_missing }}", variables) == missing
-    assert template("{{ host_packages_off_pin }}", variables) == off_pin
+    assert template("{{ __host_packages_missing }}", variables) == missing
+    assert template("{{ __host_packages_off_pin }}", variables) == off_pin
 
 
 def include_vars(role: str, task_file: str, task_name: str) -> dict[str, Any]:
@@ -136,8 +136,8 @@ def test_docker_repository_is_a_signed_deb822_source_with_the_pinned_key() -> No
     variables = {
         **{k: v for k, v in defaults.items() if isinstance(v, str)},
         "ansible_facts": {"distribution": "Debian", "distribution_release": "bookworm"},
-        "docker_os_replaced_sources": [],
-        "docker_os_repository_name": "docker",
+        "__docker_os_replaced_sources": [],
+        "__docker_os_repository_name": "docker",
     }
     rendered = {k: template(v, variables) for k, v in step.items() if isinstance(v, str)}
     assert rendered["host_packages_apt_uri"] == "https://download.docker.com/linux/debian"
@@ -164,7 +164,7 @@ def test_nvidia_pins_its_signing_key_by_default() -> None:
 
 
 def test_deb_architecture_names() -> None:
-    arch = HOST_PACKAGES_VARS["host_packages_deb_architectures"]
+    arch = HOST_PACKAGES_VARS["__host_packages_deb_architectures"]
     assert arch["x86_64"] == "amd64"
     assert arch["aarch64"] == "arm64"
 

@@ -65,7 +65,7 @@ def test_mode_one_records_change_nothing_at_the_load_balancer() -> None:
         for node in ("node1", "node2")
     }
     variables = lb_config_variables(recorded)
-    assert not variables["tfserving_lb_check_each_port"]
+    assert not variables["__tfserving_lb_check_each_port"]
     config = lb_template.render(**variables)
     assert config == (GOLDEN / "haproxy.cfg").read_text()
 
@@ -94,7 +94,7 @@ def node_servers(gpu: bool, **overrides: Any) -> tuple[dict[str, Any], list[dict
 
 def spec(host: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:
     _, args = module_args(task_file("tfserving", "container-spec.yml", RUN_CONTAINER))
-    return evaluate(args, {**host, "tfserving_instance": instance})
+    return evaluate(args, {**host, "__tfserving_instance": instance})
 
 
 def test_count_mode_gives_each_server_its_container_ports_and_cpuset() -> None:
@@ -196,18 +196,19 @@ def lb_config_variables(
             }
             for node in nodes
         },
-        "tfserving_lb_servers_written": written or {},
+        "__tfserving_lb_servers_written": written or {},
     }
-    servers = evaluate(role["tfserving_lb_backend_servers"], context)
+    servers = evaluate(role["__tfserving_lb_backend_servers"], context)
     each = evaluate(
-        role["tfserving_lb_check_each_port"], {**context, "tfserving_lb_backend_servers": servers}
+        role["__tfserving_lb_check_each_port"],
+        {**context, "__tfserving_lb_backend_servers": servers},
     )
-    return {"tfserving_lb_backend_servers": servers, "tfserving_lb_check_each_port": each}
+    return {"__tfserving_lb_backend_servers": servers, "__tfserving_lb_check_each_port": each}
 
 
 def test_a_node_with_two_servers_gets_two_lines_each_checked_on_its_own_rest_port() -> None:
     variables = lb_config_variables({"node2": TWO_RECORDED})
-    assert variables["tfserving_lb_check_each_port"] is True
+    assert variables["__tfserving_lb_check_each_port"] is True
     config = lb_template.render(tfserving_lb_rest_enabled=True, **variables)
     grpc = lb_template.section(config, "backend tfserving_grpc")
     assert grpc.count("http-check connect proto h1") == 2
@@ -233,7 +234,7 @@ def test_a_node_set_to_another_mode_gets_per_server_checks_before_its_turn() -> 
     """Its servers move in its turn (the REST base moves to 8600): the check port must be
     per server, so that the turn can move it through the runtime API."""
     variables = lb_config_variables({}, modes={"node2": "count"})
-    assert variables["tfserving_lb_check_each_port"] is True
+    assert variables["__tfserving_lb_check_each_port"] is True
     assert "server node2 10.0.0.2:8500 port 8501" in lb_template.render(**variables)
 
 
@@ -247,7 +248,7 @@ def test_a_node_left_out_of_the_run_keeps_what_the_load_balancer_wrote() -> None
         )
     }
     variables = lb_config_variables({}, written=written)
-    names = [s["name"] for s in variables["tfserving_lb_backend_servers"]]
+    names = [s["name"] for s in variables["__tfserving_lb_backend_servers"]]
     assert names == ["node1", "node2", "node2-1"]
 
 
@@ -266,7 +267,7 @@ def test_server_names_that_collide_are_refused() -> None:
     ]
     task = task_file("tfserving_lb", "main.yml", "Fail when two servers would have the same name")
     failing = evaluate(
-        task["vars"]["tfserving_lb_collisions"], {"tfserving_lb_backend_servers": servers}
+        task["vars"]["__tfserving_lb_collisions"], {"__tfserving_lb_backend_servers": servers}
     )
     assert failing
 
@@ -330,7 +331,10 @@ def test_other_nodes_drains_do_not_count_servers_retired_in_this_run() -> None:
         "ansible_play_hosts_all": ["node1", "node2"],
         "hostvars": {"node1": {"tfserving_retired_servers": ["node1-1", "node1-2"]}, "node2": {}},
     }
-    assert evaluate(variables["tfserving_lb_retired_servers"], variables) == ["node1-1", "node1-2"]
+    assert evaluate(variables["__tfserving_lb_retired_servers"], variables) == [
+        "node1-1",
+        "node1-2",
+    ]
 
 
 # ----- the firewall: every server's ports ----------------------------------------------------
@@ -360,7 +364,7 @@ def test_prometheus_scrapes_and_probes_each_server_of_a_node() -> None:
         ],
     }
     variables = monitoring_role.role_vars()
-    variables["tfserving_monitoring_targets"] = [
+    variables["__tfserving_monitoring_targets"] = [
         monitoring_role.monitoring.tfserving_monitoring_target(node1),
         monitoring_role.monitoring.tfserving_monitoring_target(nodes["node-2"]),
     ]
@@ -394,9 +398,9 @@ def test_the_canary_share_counts_servers() -> None:
         "inventory_hostname": "n1",
         "tfserving_canary": True,
         "tfserving_canary_share": 20,
-        "tfserving_canary_nodes": ["n1"],
-        "tfserving_canary_baseline": ["n2", "n3"],
-        "tfserving_canary_recorded": recorded,
+        "__tfserving_canary_nodes": ["n1"],
+        "__tfserving_canary_baseline": ["n2", "n3"],
+        "__tfserving_canary_recorded": recorded,
         "groups": {"tfserving_lb": ["lb1"], "tfserving_nodes": ["n1", "n2", "n3"]},
         "hostvars": {"lb1": {}},
     }

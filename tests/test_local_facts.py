@@ -21,9 +21,9 @@ PLAYBOOK = """
   hosts: localhost
   gather_facts: false
   vars:
-    tfserving_instances_fact_dir: "{{ fact_dir }}"
+    __tfserving_instances_fact_dir: "{{ fact_dir }}"
     tfserving_instance_mode: one
-    tfserving_instance_lb_names: [node1]
+    __tfserving_instance_lb_names: [node1]
     tfserving_instances:
       - {index: 0, name: tfserving, grpc_port: 8500, rest_port: 8501, device: null,
          gpu_uuids: [GPU-1], cpuset_cpus: ""}

@@ -50,10 +50,10 @@ def role_vars(**overrides: Any) -> dict[str, Any]:
         "inventory_hostname": "mon-1",
         "groups": {"tfserving_nodes": list(NODES), "tfserving_lb": list(LBS)},
         "hostvars": hostvars,
-        "tfserving_monitoring_images": {"node-1": "tensorflow/serving:2.19.1-gpu"},
+        "__tfserving_monitoring_images": {"node-1": "tensorflow/serving:2.19.1-gpu"},
         **overrides,
     }
-    variables["tfserving_monitoring_targets"] = [
+    variables["__tfserving_monitoring_targets"] = [
         monitoring.tfserving_monitoring_target(hostvars[node]) for node in NODES
     ]
     return variables
@@ -141,7 +141,7 @@ def test_configuration_and_rules_pass_promtool(tmp_path: Path) -> None:
     rules.write_text(render("tfserving_monitoring", "tfserving.rules.yml.j2", **role_vars()))
     config = tmp_path / "prometheus.yml"
     variables = role_vars(
-        tfserving_monitoring_rules_file=str(rules),
+        __tfserving_monitoring_rules_file=str(rules),
         tfserving_monitoring_alertmanagers=["am-1:9093"],
         tfserving_monitoring_node_exporter=True,
         tfserving_registry_settings=REGISTRY,
@@ -189,7 +189,7 @@ def test_the_probe_modules_pass_the_exporters_check(tmp_path: Path) -> None:
     ca.write_text("")
     config = tmp_path / "blackbox.yml"
     variables = role_vars(
-        tfserving_registry_settings=REGISTRY, tfserving_monitoring_registry_ca=str(ca)
+        tfserving_registry_settings=REGISTRY, __tfserving_monitoring_registry_ca=str(ca)
     )
     config.write_text(render("tfserving_monitoring", "blackbox.yml.j2", **variables))
     checked = subprocess.run(
@@ -447,7 +447,7 @@ def fleet_vars(**overrides: Any) -> dict[str, Any]:
 
 def monitoring_rules(**overrides: Any) -> str:
     variables = fleet_vars(**overrides)
-    rules = input_firewall_rules.evaluate("{{ tfserving_monitoring_firewall_rules }}", variables)
+    rules = input_firewall_rules.evaluate("{{ __tfserving_monitoring_firewall_rules }}", variables)
     return input_firewall_rules.rules_file(
         input_firewall_rules.firewall_variables("prometheus", rules)
     )
@@ -456,7 +456,7 @@ def monitoring_rules(**overrides: Any) -> str:
 def node_exporter_rules(**overrides: Any) -> str:
     variables = fleet_vars(**overrides)
     rules = input_firewall_rules.evaluate(
-        "{{ tfserving_monitoring_node_exporter_rules }}", variables
+        "{{ __tfserving_monitoring_node_exporter_rules }}", variables
     )
     return input_firewall_rules.rules_file(
         input_firewall_rules.firewall_variables("node-exporter", rules)
@@ -589,7 +589,7 @@ def test_an_ipv6_listen_address_is_refused(variable: str) -> None:
         "Fail when Prometheus or the blackbox exporter would listen outside the host rules"
     ]
     assert variable in task["loop"]
-    ipv4 = role_variables("tfserving_monitoring")["tfserving_monitoring_ipv4"]
+    ipv4 = role_variables("tfserving_monitoring")["__tfserving_monitoring_ipv4"]
     for address in ("0.0.0.0", "127.0.0.1", "10.0.0.5"):
         assert re.match(ipv4, address), address
     for address in ("::", "[::]", "::1", "localhost", "10.0.0", ""):

@@ -266,8 +266,8 @@ def check_gpus(output: str) -> list[str]:
     name = "Fail unless the container lists every detected GPU"
     task = task_file("nvidia_container_toolkit", "check.yml", name)
     return evaluate(
-        task["vars"]["nvidia_container_toolkit_check_gpus"],
-        {"nvidia_container_toolkit_check_run": {"container": {"Output": output}}},
+        task["vars"]["__nvidia_container_toolkit_check_gpus"],
+        {"__nvidia_container_toolkit_check_run": {"container": {"Output": output}}},
     )
 
 

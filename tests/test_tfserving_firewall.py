@@ -155,7 +155,7 @@ def test_with_rest_off_only_grpc_is_guarded_and_other_ports_are_left_alone() -> 
 def test_host_names_are_written_as_the_addresses_the_controller_resolved() -> None:
     text = rules(
         tfserving_firewall_allow=["controller.example.org"],
-        tfserving_firewall_names={"controller.example.org": ["192.0.2.7", "192.0.2.8"]},
+        __tfserving_firewall_names={"controller.example.org": ["192.0.2.7", "192.0.2.8"]},
         **FRONTED,
     )
     assert "example.org" not in "\n".join(
@@ -196,7 +196,7 @@ def test_the_unit_loads_the_rules_before_the_engine_waiting_for_the_lock() -> No
 
 
 def test_the_engine_requires_the_unit() -> None:
-    path = expression("tfserving_firewall_dropin_path", node())
+    path = expression("__tfserving_firewall_dropin_path", node())
     assert path == "/etc/systemd/system/docker.service.d/tfserving-firewall.conf"
     text = role_templates.render("tfserving", "tfserving-firewall.docker.conf.j2", **node())
     assert re.search(r"^\[Unit\]$", text, re.M)
@@ -220,8 +220,8 @@ def test_the_role_never_restarts_the_unit() -> None:
             args["state"],
             {
                 **node(),
-                "tfserving_firewall_rules": results,
-                "tfserving_firewall_unit": {"changed": False},
+                "__tfserving_firewall_rules": results,
+                "__tfserving_firewall_unit": {"changed": False},
             },
         )
         assert state.strip() == ("reloaded" if changed else "started")
@@ -276,7 +276,7 @@ def test_the_docker_play_repairs_the_firewall_before_the_engine_starts() -> None
     )
 
     def repairs(status: dict[str, str]) -> bool:
-        variables = {**node(), "tfserving_firewall_boot": {"status": status}}
+        variables = {**node(), "__tfserving_firewall_boot": {"status": status}}
         return all(expression(condition, variables) is True for condition in block["when"])
 
     assert repairs({"LoadState": "loaded", "ActiveState": "failed"})
@@ -303,7 +303,7 @@ def check(tmp_path: Path, **variables: Any) -> str:
         "        public: true\n"
         "    - name: Show the sources\n"
         "      ansible.builtin.debug:\n"
-        "        msg: \"SOURCES {{ tfserving_firewall_services | map(attribute='sources')"
+        "        msg: \"SOURCES {{ __tfserving_firewall_services | map(attribute='sources')"
         ' | list }}"\n'
     )
     settings = {"tfserving_bind_address": ADDRESS, **variables}

@@ -61,8 +61,11 @@ def test_documented_defaults_match_defaults_main() -> None:
 
 
 def test_variables_carry_the_role_prefix() -> None:
-    names = list(_load(ROLE / "defaults" / "main.yml")) + list(_load(ROLE / "vars" / "main.yml"))
-    assert [n for n in names if not n.startswith("tfserving_image_")] == []
+    """Inputs (defaults) tfserving_image_*; what vars/ computes is internal, __tfserving_image_*."""
+    defaults = list(_load(ROLE / "defaults" / "main.yml"))
+    computed = list(_load(ROLE / "vars" / "main.yml"))
+    assert [n for n in defaults if not n.startswith("tfserving_image_")] == []
+    assert [n for n in computed if not n.startswith("__tfserving_image_")] == []
 
 
 def test_source_choices_match_the_task_files() -> None:
@@ -107,8 +110,8 @@ def test_fixture_dockerfiles_take_the_arguments_the_role_passes() -> None:
 
 def test_role_dockerfile_names_follow_the_repository_layout() -> None:
     layout = _load(ROLE / "vars" / "main.yml")
-    assert layout["tfserving_image_dockerfile_dir"] == "tensorflow_serving/tools/docker"
-    assert layout["tfserving_image_dockerfiles"] == {
+    assert layout["__tfserving_image_dockerfile_dir"] == "tensorflow_serving/tools/docker"
+    assert layout["__tfserving_image_dockerfiles"] == {
         "cpu": {"devel": "Dockerfile.devel", "runtime": "Dockerfile"},
         "gpu": {"devel": "Dockerfile.devel-gpu", "runtime": "Dockerfile.gpu"},
     }
@@ -175,7 +178,7 @@ def _refusals(name: str, variables: dict[str, Any]) -> list[str]:
     none when it passes or does not apply), from the task's own expressions."""
     task = find_task(load_yaml(ROLE / "tasks" / "assert.yml"), name)
     check = task["ansible.builtin.assert"]
-    env = {**role_variables("tfserving_image"), "tfserving_image_variants": ["cpu"], **variables}
+    env = {**role_variables("tfserving_image"), "__tfserving_image_variants": ["cpu"], **variables}
     items = evaluate(task["loop"], env) if "loop" in task else [None]
     refused = []
     for item in items:
@@ -332,10 +335,10 @@ def test_base_images_are_read_from_the_from_lines(
     variables = {
         **role_variables("tfserving_image"),
         "tfserving_image_build_base_images": pins,
-        "tfserving_image_build_dockerfile_text": {"results": [_dockerfile(t) for t in texts]},
+        "__tfserving_image_build_dockerfile_text": {"results": [_dockerfile(t) for t in texts]},
     }
-    assert evaluate(_template("{{ tfserving_image_build_from_unpinned }}"), variables) == unpinned
-    assert evaluate(_template("{{ tfserving_image_build_from_pinned }}"), variables) == pulled
+    assert evaluate(_template("{{ __tfserving_image_build_from_unpinned }}"), variables) == unpinned
+    assert evaluate(_template("{{ __tfserving_image_build_from_pinned }}"), variables) == pulled
 
 
 def test_pinned_base_images_are_pulled_by_digest_and_tagged_to_the_from_name() -> None:
@@ -350,7 +353,7 @@ def test_pinned_base_images_are_pulled_by_digest_and_tagged_to_the_from_name() -
         f"ubuntu@{DIGEST}"
     )
     tag = find_task(tasks, "Tag each pinned base image with the name in the FROM line")
-    assert tag["loop"] == "{{ tfserving_image_build_base_pull.results }}"
+    assert tag["loop"] == "{{ __tfserving_image_build_base_pull.results }}"
     variables["item"] = {"item": "ubuntu:20.04", "changed": False}
     args = evaluate(tag["community.docker.docker_image_tag"], variables)
     assert args["name"] == f"ubuntu@{DIGEST}"
@@ -370,16 +373,16 @@ def test_the_devel_build_runs_without_pull_when_base_images_are_pinned(
         "tfserving_image_build_pull": build_pull,
         "tfserving_image_build_base_images": pins,
     }
-    assert evaluate(_template("{{ tfserving_image_build_pull_flag }}"), variables) == (
+    assert evaluate(_template("{{ __tfserving_image_build_pull_flag }}"), variables) == (
         ["--pull"] if flag else []
     )
     devel = find_task(
         load_yaml(ROLE / "tasks" / "build-variant.yml"),
         "Build the devel image (Bazel; hours for a real one)"
-        " for {{ tfserving_image_build_variant }}",
+        " for {{ __tfserving_image_build_variant }}",
     )
     command = devel["tfserving.fleet.wait_job"]["command"]
-    assert "tfserving_image_build_pull_flag" in command
+    assert "__tfserving_image_build_pull_flag" in command
     assert "tfserving_image_build_pull " not in command and "--pull'" not in command
 
 
@@ -416,8 +419,8 @@ def test_an_image_is_current_when_its_labels_name_the_pinned_commit(
         "tfserving_image_repo_commit": COMMIT.upper(),
         "item": {"item": "cpu", "images": images},
     }
-    assert evaluate(_template("{{ tfserving_image_build_is_current }}"), variables) is current
-    assert task["when"] == "not tfserving_image_build_is_current"
+    assert evaluate(_template("{{ __tfserving_image_build_is_current }}"), variables) is current
+    assert task["when"] == "not __tfserving_image_build_is_current"
 
 
 def _blocks_around(tasks: list[dict[str, Any]], name: str) -> list[dict[str, Any]] | None:
@@ -438,7 +441,7 @@ def test_nothing_is_fetched_when_every_variant_has_an_image_of_the_pinned_commit
         blocks = _blocks_around(tasks, name)
         assert blocks is not None, name
         assert any(
-            block.get("when") == "tfserving_image_build_pending | length > 0" for block in blocks
+            block.get("when") == "__tfserving_image_build_pending | length > 0" for block in blocks
         ), name
     # The repository is checked out by the pinned commit, never by the tag.
     git = [
@@ -447,7 +450,7 @@ def test_nothing_is_fetched_when_every_variant_has_an_image_of_the_pinned_commit
         if "ansible.builtin.git" in t
     ]
     assert [t["ansible.builtin.git"]["version"] for t in git] == [
-        "{{ tfserving_image_build_commit }}"
+        "{{ __tfserving_image_build_commit }}"
     ]
 
 
@@ -493,7 +496,7 @@ def _checkout(tmp_path: Path, origin: Origin, commit: str) -> tuple[int, str]:
             "tfserving_image_repo_url": f"file://{origin.path}",
             "tfserving_image_repo_version": "v1",
             "tfserving_image_repo_commit": commit,
-            "tfserving_image_checkout_dir": str(tmp_path / "checkout"),
+            "__tfserving_image_checkout_dir": str(tmp_path / "checkout"),
         },
         tasks_from=("checkout",),
     )
@@ -538,7 +541,7 @@ def test_the_checkout_is_asserted_against_the_pinned_commit() -> None:
     check = find_task(tasks, "Fail unless HEAD is the pinned commit")
     assert names.index(check["name"]) > names.index("Check out the pinned commit")
     assert check["ansible.builtin.assert"]["that"] == (
-        "tfserving_image_checkout.after | lower == tfserving_image_build_commit"
+        "__tfserving_image_checkout.after | lower == __tfserving_image_build_commit"
     )
 
 

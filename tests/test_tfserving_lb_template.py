@@ -16,7 +16,7 @@ from role_tasks import role_variables
 
 BASE = {
     "tfserving_lb_socket": "/run/haproxy/admin.sock",
-    "tfserving_lb_state_file": "/var/lib/haproxy/server-state",
+    "__tfserving_lb_state_file": "/var/lib/haproxy/server-state",
     "tfserving_lb_hard_stop_after": "30s",
     "tfserving_lb_timeout_connect": "2s",
     "tfserving_lb_timeout_client": "60s",
@@ -29,7 +29,7 @@ BASE = {
     "tfserving_lb_rest_max_body_bytes": 65536,
     "tfserving_lb_stats_bind_address": "0.0.0.0",
     "tfserving_lb_stats_port": 8405,
-    "tfserving_lb_check_models": ["digits", "half_plus_two"],
+    "__tfserving_lb_check_models": ["digits", "half_plus_two"],
     "tfserving_lb_node_rest_port": 8501,
     "tfserving_lb_node_grpc_port": 8500,
     "tfserving_lb_check_interval": "1s",
@@ -37,41 +37,41 @@ BASE = {
     "tfserving_lb_check_fall": 2,
     "tfserving_lb_check_rise": 2,
     "tfserving_lb_backend_tls": False,
-    "tfserving_lb_backend_ca_file": "/etc/haproxy/ca.pem",
+    "__tfserving_lb_backend_ca_file": "/etc/haproxy/ca.pem",
     "tfserving_lb_backend_server_name": "",
-    "tfserving_lb_servers": [["node1", "10.0.0.1"], ["node2", "10.0.0.2"]],
+    "__tfserving_lb_servers": [["node1", "10.0.0.1"], ["node2", "10.0.0.2"]],
 }
 
 
 def servers(variables: dict[str, object]) -> dict[str, object]:
-    """The role's own servers and check form for VARIABLES' nodes (tfserving_lb_servers):
+    """The role's own servers and check form for VARIABLES' nodes (__tfserving_lb_servers):
     one line per server each node recorded (hostvars' tfserving_recorded_servers; none:
     one line named as the node, as before instances)."""
     from role_tasks import evaluate
 
     role = role_variables("tfserving_lb")
-    nodes = [pair[0] for pair in variables["tfserving_lb_servers"]]  # type: ignore[union-attr]
+    nodes = [pair[0] for pair in variables["__tfserving_lb_servers"]]  # type: ignore[union-attr]
     context = {
         **role,
         "groups": {"tfserving_nodes": nodes},
         "hostvars": {node: {} for node in nodes},
         **variables,
     }
-    context["tfserving_lb_backend_servers"] = evaluate(
-        role["tfserving_lb_backend_servers"], context
+    context["__tfserving_lb_backend_servers"] = evaluate(
+        role["__tfserving_lb_backend_servers"], context
     )
-    context["tfserving_lb_check_each_port"] = evaluate(
-        role["tfserving_lb_check_each_port"], context
+    context["__tfserving_lb_check_each_port"] = evaluate(
+        role["__tfserving_lb_check_each_port"], context
     )
     return {
         key: context[key]
-        for key in ("tfserving_lb_backend_servers", "tfserving_lb_check_each_port")
+        for key in ("__tfserving_lb_backend_servers", "__tfserving_lb_check_each_port")
     }
 
 
 def render(**overrides: object) -> str:
     variables = {**BASE, **overrides}
-    if "tfserving_lb_backend_servers" not in overrides:
+    if "__tfserving_lb_backend_servers" not in overrides:
         variables.update(servers(variables))
     return role_templates.render("tfserving_lb", "haproxy.cfg.j2", **variables)
 
@@ -102,7 +102,7 @@ def test_health_check_asks_every_model_for_an_available_version() -> None:
 
 
 def test_without_models_the_check_is_a_connect_check() -> None:
-    backend = section(render(tfserving_lb_check_models=[]), "backend tfserving_grpc")
+    backend = section(render(__tfserving_lb_check_models=[]), "backend tfserving_grpc")
     assert "httpchk" not in backend
     assert "default-server check" in backend
 
@@ -182,7 +182,7 @@ def lb_variables(**overrides: object) -> dict[str, object]:
 
 def stats_rules(**overrides: object) -> str:
     rules = input_firewall_rules.evaluate(
-        "{{ tfserving_lb_stats_rules }}", lb_variables(**overrides)
+        "{{ __tfserving_lb_stats_rules }}", lb_variables(**overrides)
     )
     return input_firewall_rules.rules_file(
         input_firewall_rules.firewall_variables("lb-stats", rules)
@@ -200,7 +200,7 @@ def test_the_exporter_listens_where_the_variable_says() -> None:
     )
     assert "bind 10.0.0.2:9404" in stats
     # The host rules are IPv4-only: an IPv6 address for the exporter is refused.
-    ipv4 = defaults["tfserving_lb_ipv4"]
+    ipv4 = defaults["__tfserving_lb_ipv4"]
     assert re.match(ipv4, "0.0.0.0")
     assert re.match(ipv4, "10.0.0.2")
     assert not re.match(ipv4, "::")
@@ -265,9 +265,9 @@ variables = {
     **role_variables("tfserving_lb"),
     "tfserving_lb_check_phase": "rollout",
     "tfserving_lb_models": ["m1", "m2", "m3", "m4", "m5"],
-    "tfserving_lb_models_current": {"content": sys.argv[2]},
+    "__tfserving_lb_models_current": {"content": sys.argv[2]},
 }
-print(json.dumps(evaluate(args["tfserving_lb_check_models"], variables)))
+print(json.dumps(evaluate(args["__tfserving_lb_check_models"], variables)))
 """
 
 

@@ -224,7 +224,7 @@ def test_rendered_models_config_matches_the_scan(model_dir: Path) -> None:
         ]
     )
     config = check_mod.parse(
-        "model_server", render("models.config.j2", tfserving_scanned_models=models)
+        "model_server", render("models.config.j2", __tfserving_scanned_models=models)
     )
     a, b, c = config.model_config_list.config
     assert (a.name, a.base_path, a.model_platform) == ("a", "/models/a", "tensorflow")

@@ -52,10 +52,10 @@ def test_restored_config_directory_stays_searchable(tmp_path: Path) -> None:
         "tfserving_root": str(root),
         "tfserving_container_gid": os.getgid(),
         # A replaced container: keep-config.yml keeps the files; no container runs here.
-        "tfserving_plan_previous": False,
-        "tfserving_plan_container_changed": True,
-        "tfserving_plan_config_changed": False,
-        "tfserving_plan_running": True,
+        "__tfserving_plan_previous": False,
+        "__tfserving_plan_container_changed": True,
+        "__tfserving_plan_config_changed": False,
+        "__tfserving_plan_running": True,
         "tfserving_keeps_previous": False,
     }
     result = subprocess.run(

@@ -398,8 +398,8 @@ def test_the_copy_never_follows_a_link(site: Site) -> None:
     entry = {"name": "m", "path": str(site.exports / "m"), "version": 1, "dir": "1"}
     variables = {
         "tfserving_root": str(site.host),
-        "tfserving_new_versions": [],
-        "tfserving_version": {**entry, "key": "m/1", "digest": "0" * 64},
+        "__tfserving_new_versions": [],
+        "__tfserving_version": {**entry, "key": "m/1", "digest": "0" * 64},
     }
     result = subprocess.run(
         [ANSIBLE_PLAYBOOK, str(play), "-e", json.dumps(variables)],

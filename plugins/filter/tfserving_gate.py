@@ -1,9 +1,9 @@
 """Arguments of the tfserving role's readiness gate (tfs-client wait and predict).
 
-{{ tfserving_scanned_models | tfserving_served_versions }}            -> {'digits': [1]}
+{{ __tfserving_scanned_models | tfserving_served_versions }}            -> {'digits': [1]}
 {{ versions | tfserving_wait_expect }}                               -> ['--expect=digits=1']
-{{ tfserving_scanned_models | tfserving_fallback_versions(on_host) }} -> {'digits': [1]}
-{{ tfserving_scanned_models | tfserving_smoke_checks }}              -> [{name, target, args}]
+{{ __tfserving_scanned_models | tfserving_fallback_versions(on_host) }} -> {'digits': [1]}
+{{ __tfserving_scanned_models | tfserving_smoke_checks }}              -> [{name, target, args}]
 
 The scanned models come from the tfserving_model_scan module: name, policy, num_versions,
 versions (served), labels and smoke (the model's smoke_* settings, or None).
