@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -103,6 +104,26 @@ def playbook(eph: Path, path: str, extra: dict[str, object] | None = None) -> tu
     return elapsed, result.stdout
 
 
+def tfs_bench(target: str, duration: float, concurrency: int) -> dict[str, Any]:
+    """tfs-client bench against TARGET's gRPC port (half_plus_two): its JSON summary."""
+    out = subprocess.run(
+        [
+            TFS_CLIENT,
+            "bench",
+            f"--server={target}:8500",
+            "--model=half_plus_two",
+            "--input=x=[[1.0]]",
+            f"--concurrency={concurrency}",
+            f"--duration={duration}",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(json.loads(out))
+
+
 def bench_grpc(addr: dict[str, str], duration: float) -> None:
     node = NODES[0]
     others = [n for n in NODES if n != node]
@@ -111,22 +132,7 @@ def bench_grpc(addr: dict[str, str], duration: float) -> None:
     try:
         for concurrency in (1, 8):
             for label, target in (("lb", addr[LB]), ("direct", addr[node])):
-                out = subprocess.run(
-                    [
-                        TFS_CLIENT,
-                        "bench",
-                        f"--server={target}:8500",
-                        "--model=half_plus_two",
-                        "--input=x=[[1.0]]",
-                        f"--concurrency={concurrency}",
-                        f"--duration={duration}",
-                        "--json",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
-                summary = json.loads(out)
+                summary = tfs_bench(target, duration, concurrency)
                 emit(
                     figure="grpc",
                     path=label,
@@ -284,25 +290,6 @@ def bench_canary(eph: Path, addr: dict[str, str], seconds: int, runs: int) -> No
     )  # fmt: skip
 
 
-def lb_bench(addr: dict[str, str], duration: float, concurrency: int) -> dict[str, object]:
-    out = subprocess.run(
-        [
-            TFS_CLIENT,
-            "bench",
-            f"--server={addr[LB]}:8500",
-            "--model=half_plus_two",
-            "--input=x=[[1.0]]",
-            f"--concurrency={concurrency}",
-            f"--duration={duration}",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(json.loads(out))
-
-
 def bench_instances(
     eph: Path, addr: dict[str, str], duration: float, runs: int, count: int
 ) -> None:
@@ -322,7 +309,7 @@ def bench_instances(
             runtime(f"set server tfserving_grpc/{other} state maint")
         try:
             for concurrency in (4, 16):
-                summaries = [lb_bench(addr, duration, concurrency) for _ in range(runs)]
+                summaries = [tfs_bench(addr[LB], duration, concurrency) for _ in range(runs)]
                 emit(
                     figure="instances",
                     node=node,

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import requests
-from test_fleet import LB, NODES, _connect, addresses, on, remote
+from test_fleet import LB, NODES, addresses, connect, on, remote
 
 STRANGER = "fleet-node2"  # a node: not the monitoring host, not the controller
 TFS_CLIENT = str(Path(sys.executable).parent / "tfs-client")
@@ -49,7 +49,7 @@ def rejected(host: str, chain: str, port: int) -> int:
 
 
 def controller_connect(address: str, port: int) -> str:
-    """The same probe as _connect, from the controller (where the tests run)."""
+    """The same probe as connect, from the controller (where the tests run)."""
     try:
         socket.create_connection((address, port), timeout=5).close()
         return "open"
@@ -65,13 +65,13 @@ def test_a_stranger_is_refused_on_each_monitoring_and_admin_port() -> None:
     # The refusals are the rules' (their counters move), not a service that is down.
     for chain, port in ((PROMETHEUS_CHAIN, 9090), (PROMETHEUS_CHAIN, 9115), (LB_CHAIN, 8405)):
         before = rejected(LB, chain, port)
-        assert _connect(STRANGER, lb, port) == "refused", port
+        assert connect(STRANGER, lb, port) == "refused", port
         assert rejected(LB, chain, port) > before, (chain, port)
     for node in NODES:
         if node == STRANGER:
             continue
         before = rejected(node, NODE_CHAIN, 9100)
-        assert _connect(STRANGER, hosts[node], 9100) == "refused", node
+        assert connect(STRANGER, hosts[node], 9100) == "refused", node
         assert rejected(node, NODE_CHAIN, 9100) > before, node
 
 
@@ -82,13 +82,13 @@ def test_those_who_need_a_port_reach_it() -> None:
     assert controller_connect(lb, 9090) == "open"
     assert controller_connect(lb, 8405) == "open"
     # Prometheus, on the load balancer host: HAProxy's exporter there and every node_exporter.
-    assert _connect(LB, lb, 8405) == "open"
+    assert connect(LB, lb, 8405) == "open"
     for node in NODES:
-        assert _connect(LB, hosts[node], 9100) == "open", node
+        assert connect(LB, hosts[node], 9100) == "open", node
     # The blackbox exporter answers on loopback only, and to nobody else, the controller
     # included: whoever reaches it can make the monitoring host probe any address.
-    assert _connect(LB, "127.0.0.1", 9115) == "open"
-    assert _connect(LB, lb, 9115) == "refused"
+    assert connect(LB, "127.0.0.1", 9115) == "open"
+    assert connect(LB, lb, 9115) == "refused"
     assert controller_connect(lb, 9115) == "refused"
 
 
@@ -176,8 +176,8 @@ def test_node_exporter_never_starts_without_its_rules() -> None:
         assert on(node, "systemctl", "is-active", "prometheus-node-exporter", check=False) != (
             "active"
         )
-        assert _connect(STRANGER, address, 9100) == "refused"
-        assert _connect(LB, address, 9100) == "refused"
+        assert connect(STRANGER, address, 9100) == "refused"
+        assert connect(LB, address, 9100) == "refused"
         # Good rules again: starting node_exporter loads them first.
         on(node, "cp", "-p", f"{NODE_RULES}.saved", NODE_RULES)
         remote(node).run(f"systemctl reset-failed {NODE_UNIT}.service prometheus-node-exporter")
@@ -185,10 +185,10 @@ def test_node_exporter_never_starts_without_its_rules() -> None:
         assert on(node, "systemctl", "is-active", NODE_UNIT) == "active"
         assert NODE_CHAIN in on(node, "iptables", "-w", "-S", "INPUT")
         deadline = time.monotonic() + 30
-        while _connect(LB, address, 9100) != "open":
+        while connect(LB, address, 9100) != "open":
             assert time.monotonic() < deadline, "node_exporter is not back"
             time.sleep(1)
-        assert _connect(STRANGER, address, 9100) == "refused"
+        assert connect(STRANGER, address, 9100) == "refused"
     finally:
         on(node, "cp", "-p", f"{NODE_RULES}.saved", NODE_RULES)
         on(node, "rm", "-f", f"{NODE_RULES}.saved")

@@ -822,7 +822,7 @@ def test_a_decommissioned_node_is_drained_emptied_and_stays_out_then_comes_back(
     wait_all_up()
 
 
-def _connect(source: str, address: str, port: int) -> str:
+def connect(source: str, address: str, port: int) -> str:
     """From a test host: open, refused, or the error of a TCP connection."""
     probe = (
         "import socket, sys\n"
@@ -840,8 +840,8 @@ def _connect(source: str, address: str, port: int) -> str:
 def test_only_the_load_balancer_and_the_controller_reach_a_node() -> None:
     node1 = addresses()["fleet-node1"]
     for port in (8500, 8501):
-        assert _connect("fleet-node2", node1, port) == "refused", port
-        assert _connect(LB, node1, port) == "open", port
+        assert connect("fleet-node2", node1, port) == "refused", port
+        assert connect(LB, node1, port) == "open", port
     socket.create_connection((node1, 8500), timeout=5).close()  # the controller
 
 
@@ -851,9 +851,9 @@ def test_the_firewall_comes_back_with_the_engine() -> None:
     node3 = addresses()["fleet-node3"]
     assert on("fleet-node3", "systemctl", "is-enabled", "tfserving-firewall") == "enabled"
     on("fleet-node3", "iptables", "-w", "-F", "TFSERVING-FW")
-    assert _connect("fleet-node2", node3, 8500) == "open"
+    assert connect("fleet-node2", node3, 8500) == "open"
     on("fleet-node3", "systemctl", "restart", "docker")
-    assert _connect("fleet-node2", node3, 8500) == "refused"
+    assert connect("fleet-node2", node3, 8500) == "refused"
     # Every node is in service again after phase g; node3 must be back after its restart.
     deadline = time.monotonic() + 120
     while lb_servers()["fleet-node3"]["status"] != "UP" and time.monotonic() < deadline:
@@ -866,15 +866,15 @@ def test_the_firewall_turned_off_is_taken_down_and_back_on_comes_back() -> None:
     extra = {**FLEET_VARS, "tfserving_firewall_enabled": False}
     result = converge(SCENARIO_DIR, extra, limit="fleet-node3", playbook=f"{PLAYBOOKS}/serve.yml")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert _connect("fleet-node2", node3, 8500) == "open"
+    assert connect("fleet-node2", node3, 8500) == "open"
     assert "TFSERVING-FW" not in on("fleet-node3", "iptables", "-w", "-S")
     assert "tfserving-firewall" not in on("fleet-node3", "ls", "/etc/systemd/system", "/etc")
     result = converge(
         SCENARIO_DIR, FLEET_VARS, limit="fleet-node3", playbook=f"{PLAYBOOKS}/serve.yml"
     )
     assert result.returncode == 0, result.stdout[-3000:]
-    assert _connect("fleet-node2", node3, 8500) == "refused"
-    assert _connect(LB, node3, 8500) == "open"
+    assert connect("fleet-node2", node3, 8500) == "refused"
+    assert connect(LB, node3, 8500) == "open"
 
 
 def test_no_run_printed_the_registry_password() -> None:
