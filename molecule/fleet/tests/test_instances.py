@@ -179,6 +179,12 @@ def test_instance_count_one_to_two_rolls_with_no_failed_request() -> None:
     ]
     assert shares[0] and shares[1] and not shares[0] & shares[1], shares
     assert shares[0] | shares[1] == set(range(nproc)), shares
+    # The kernel applies them inside the nested test host too: each server's process may
+    # run on its cpuset only (so no --cpus fallback is needed here).
+    for name, share in zip(("tfserving", "tfserving-1"), shares, strict=True):
+        status = on(NODE, "docker", "exec", name, "cat", "/proc/1/status")
+        allowed = re.search(r"^Cpus_allowed_list:\s*(\S+)", status, re.M)
+        assert allowed and cpus(allowed.group(1)) == share, (name, share, allowed)
     ports = {
         name: json.loads(inspect(NODE, name, "{{json .HostConfig.PortBindings}}"))
         for name in ("tfserving", "tfserving-1")
