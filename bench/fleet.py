@@ -319,7 +319,7 @@ def bench_instances(
                     qps=round(statistics.median(float(s["qps"]) for s in summaries), 1),
                     p50_ms=statistics.median(float(s["latency_ms"]["p50"]) for s in summaries),
                     p99_ms=statistics.median(float(s["latency_ms"]["p99"]) for s in summaries),
-                    errors=sum(int(s["errors"]) for s in summaries),
+                    errors=sum(sum(dict(s["errors"]).values()) for s in summaries),
                     cpus=on(node, "nproc"),
                 )
         finally:

@@ -78,7 +78,8 @@ def test_chosen_canaries_share_the_share(tmp_path: Path) -> None:
         tmp_path, nodes=["n1", "n2", "n3", "n4"], tfserving_canary_hosts=["n2", "n4"]
     )
     assert rc == 0, output[-3000:]
-    assert [n for n, v in found.items() if v["here"]] == ["n2", "n4"]
+    # Hosts report in the order they finish: the set is what counts.
+    assert sorted(n for n, v in found.items() if v["here"]) == ["n2", "n4"]
     # 10% together: 10 x 2 x 100 / (90 x 2) = 11 each; 22 / 222
     assert found["n2"]["weight"] == 11 and found["n2"]["share"] == 9.9
     assert found["n2"]["baseline"] == ["n1", "n3"]
