@@ -1,5 +1,5 @@
 # The project's commands. Each one does its own setup first (quick when already done).
-#   make test    unit tests, then every molecule scenario that runs on this machine
+#   make test    the unit suites and every molecule scenario that runs on this machine
 #   make setup   everything the tests read: engine, base images, .venv, test models,
 #                stand-in image and archive (each step quick when already done)
 #   make lint    ansible-lint (production profile), yamllint, ruff, ansible-test sanity (the
@@ -78,7 +78,10 @@ demo: setup
 demo-clean:
 	ansible-playbook molecule/shared/sandbox.yml -e sandbox_state=absent
 
-test: setup unit molecule
+# The unit suites are one more job beside the scenarios: fleet in one lane, the unit
+# suites then default, docker and nvidia in the other.
+test: setup venv promtool testdata
+	MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule.sh fleet unit $(filter-out fleet,$(SCENARIOS))
 
 # The stand-in in-process; then, when `make demo`'s sandbox runs, first prediction and the
 # client against the sandbox's server.

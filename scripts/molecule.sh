@@ -2,6 +2,8 @@
 # Run `molecule test` for each named scenario. Test hosts are removed afterwards whatever
 # happened (molecule skips destroy when a testinfra verify fails).
 #   scripts/molecule.sh SCENARIO...
+# The name `unit` stands for the unit suites (`make unit`): a job like a scenario, so that
+# `make test` runs them beside the longest scenario instead of before every scenario.
 # MOLECULE_JOBS=N runs up to N scenarios at once (each on its own hosts and network), in
 # the order given: name the longest first. Each one's output is then kept in
 # .cache/molecule-logs/SCENARIO.log and printed whole when it ends.
@@ -27,6 +29,12 @@ trap 'for s in "$@"; do cleanup "$s"; done' EXIT
 run_one() {
   local scenario=$1 start result status=0
   start=$(date +%s)
+  if [ "$scenario" = unit ]; then
+    echo "=== make unit"
+    if make --no-print-directory unit; then result=passed; else result=FAILED; status=1; fi
+    echo "=== unit suites $result in $(( $(date +%s) - start ))s"
+    return $status
+  fi
   echo "=== molecule test -s $scenario"
   if molecule test -s "$scenario"; then
     result=passed
