@@ -91,7 +91,7 @@ def status_script(state_dir: str, log: str, tail_lines: int) -> str:
 
 def parse_status(stdout: str) -> tuple[int | None, str]:
     """(exit status or None while running, log tail) from status_script's output."""
-    first, _, tail = stdout.partition("\n")
+    first, _newline, tail = stdout.partition("\n")
     first = first.strip()
     return (None if first == "running" or not first.lstrip("-").isdigit() else int(first)), tail
 
@@ -104,7 +104,7 @@ class ActionModule(ActionBase):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        _, args = self.validate_argument_spec(
+        _spec, args = self.validate_argument_spec(
             argument_spec=ARGUMENT_SPEC,
             mutually_exclusive=[("command", "jid")],
             required_one_of=[("command", "jid")],

@@ -579,7 +579,7 @@ def tfserving_canary_quantile(model_stats: Mapping[str, Any], q: float) -> float
         if count < rank:
             continue
         if math.isinf(bound):
-            finite = [b for b, _ in monotonic if not math.isinf(b)]
+            finite = [b for b, _count in monotonic if not math.isinf(b)]
             return finite[-1] if finite else None
         start, below = (0.0, 0.0) if index == 0 else monotonic[index - 1]
         if index == 0 and bound <= 0:

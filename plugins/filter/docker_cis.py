@@ -442,7 +442,7 @@ def _container_row(
             finding = Finding(WARN, f"{finding.found} (documented exception)")
             applied = True
         results.append((_name(c), finding))
-    status = _worst([f for _, f in results])
+    status = _worst([f for _item, f in results])
     shown = [(n, f) for n, f in results if f.status == status]
     return Finding(status, "; ".join(f"{n}: {f.found}" for n, f in shown)), applied
 

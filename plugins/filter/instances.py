@@ -126,7 +126,7 @@ def _cpuset(text: str) -> set[int]:
         part = part.strip()
         if not part:
             continue
-        low, _, high = part.partition("-")
+        low, _dash, high = part.partition("-")
         cpus.update(range(int(low), int(high or low) + 1))
     return cpus
 

@@ -72,7 +72,7 @@ def tfserving_versions_by_model(keys: Iterable[str]) -> dict[str, list[int]]:
     """``NAME/DIR`` keys as ``{NAME: [version numbers]}``."""
     result: dict[str, list[int]] = {}
     for key in keys:
-        name, _, directory = str(key).rpartition("/")
+        name, _slash, directory = str(key).rpartition("/")
         if name and directory.isdigit():
             result.setdefault(name, []).append(int(directory))
     return {name: sorted(set(found)) for name, found in sorted(result.items())}
@@ -91,8 +91,8 @@ def tfserving_prune_list(
     served, names = set(served_keys), set(model_names)
     remove: list[str] = []
     for path in sorted(set(found)):
-        area, _, rest = path.partition("/")
-        name, _, child = rest.partition("/")
+        area, _slash, rest = path.partition("/")
+        name, _slash, child = rest.partition("/")
         if area not in ("models", "state") or not name:
             continue
         if name not in names:

@@ -275,6 +275,16 @@ def read_backend(send: Send, backend: str) -> dict[str, ServerState]:
     return servers
 
 
+def _drained(state: ServerState) -> bool:
+    """A drain's goal: no session and no queued request."""
+    return state.sessions == 0 and state.queued == 0
+
+
+def _up(state: ServerState) -> bool:
+    """A ready's goal: the health check reports the server UP."""
+    return state.up
+
+
 def read_state(send: Send, backend: str, server: str) -> ServerState:
     servers = read_backend(send, backend)
     if server not in servers:
@@ -291,7 +301,7 @@ def server_node(name: str, nodes: list[str]) -> str:
     otherwise), the node NODE of a server NODE-i that is not a node's own name."""
     if name in nodes or not nodes:
         return name
-    base, _, index = name.rpartition("-")
+    base, _dash, index = name.rpartition("-")
     if base and index.isdigit() and base in nodes:
         return base
     return name
@@ -505,7 +515,7 @@ def apply(
             )
         for name in names:
             _set(send, backend, name, "drain")
-        done: Callable[[ServerState], bool] = lambda s: s.sessions == 0 and s.queued == 0  # noqa: E731
+        done: Callable[[ServerState], bool] = _drained
         goal = "no session and no queued request"
         changed = any(s.admin != "drain" for s in before_each.values())
     elif state == "ready":
@@ -513,7 +523,7 @@ def apply(
             if name in (ports or {}):
                 changed = _move(send, backend, name, ports[name]) or changed
             _set(send, backend, name, "ready")
-        done = lambda s: s.up  # noqa: E731
+        done = _up
         goal = "the health check to report it UP"
         changed = changed or any(s.admin != "ready" for s in before_each.values())
     else:
