@@ -91,13 +91,31 @@ class Prometheus:
 StatusReader = Callable[[str, str], list[dict[str, Any]]]
 
 
+def _identity(labels: dict[str, str]) -> frozenset[tuple[str, str]]:
+    """A series' labels without its metric name (timestamp() drops the name)."""
+    return frozenset((k, v) for k, v in labels.items() if k != "__name__")
+
+
 def collect(prometheus: Prometheus, read_status: StatusReader, minutes: int) -> list[NodeState]:
     """Every node Prometheus scrapes as a TF Serving node, with its models."""
     window = f"{minutes}m"
     nodes: dict[str, NodeState] = {}
-    for labels, value in prometheus.query('up{job="tfserving"}'):
+    series = prometheus.query('up{job="tfserving"}')
+    keys = [labels.get("server") or labels.get("node") or labels.get("instance", "?")
+            for labels, _ in series]  # fmt: skip
+    when: dict[frozenset[tuple[str, str]], float] = {}
+    if len(set(keys)) < len(keys):
+        # A server whose target moved (a node's server count or ports changed) keeps its old
+        # series within Prometheus' lookback beside the new one: each server's newest counts.
+        stamps = prometheus.query('timestamp(up{job="tfserving"})')
+        when = {_identity(labels): value for labels, value in stamps}
+    newest: dict[str, float] = {}
+    for (labels, value), server in zip(series, keys, strict=True):
+        stamp = when.get(_identity(labels), 0.0)
+        if server in nodes and stamp < newest[server]:
+            continue
+        newest[server] = stamp
         name = labels.get("node") or labels.get("instance", "?")
-        server = labels.get("server") or name
         nodes[server] = NodeState(
             name, value == 1, labels.get("image", ""), labels.get("grpc", ""), server=server
         )
