@@ -18,13 +18,20 @@ Answers = Callable[[str], list[tuple[dict[str, str], float]]]
 
 
 @contextmanager
-def fake_prometheus(answer: Answers) -> Iterator[tuple[str, list[str]]]:
-    """An HTTP server on 127.0.0.1 answering /api/v1/query; yields its URL and the queries."""
+def fake_prometheus(
+    answer: Answers, targets: list[dict[str, str]] | None = None
+) -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server on 127.0.0.1 answering /api/v1/query (and /api/v1/targets with TARGETS'
+    labels when given); yields its URL and the queries."""
     queries: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             url = urllib.parse.urlparse(self.path)
+            if url.path == "/api/v1/targets" and targets is not None:
+                active = [{"labels": labels, "health": "up"} for labels in targets]
+                self._send({"status": "success", "data": {"activeTargets": active}})
+                return
             if url.path != "/api/v1/query":
                 self.send_error(404)
                 return
@@ -34,9 +41,10 @@ def fake_prometheus(answer: Answers) -> Iterator[tuple[str, list[str]]]:
                 {"metric": labels, "value": [1700000000.0, repr(value)]}
                 for labels, value in answer(query)
             ]
-            body = json.dumps(
-                {"status": "success", "data": {"resultType": "vector", "result": result}}
-            ).encode()
+            self._send({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+        def _send(self, document: object) -> None:
+            body = json.dumps(document).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -199,3 +207,27 @@ def test_a_server_whose_target_moved_is_judged_by_its_newest_scrape(
     rows = {row["server"]: row for row in data["nodes"]}
     assert rows["node-2"]["scraped"] is True and rows["node-2"]["grpc"] == grpc2
     assert 'timestamp(up{job="tfserving"})' in queries
+
+
+def test_a_server_no_longer_configured_is_not_listed(
+    two_nodes: tuple[FakeServing, str, FakeServing, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """node-2 went from two servers back to one: the removed server's last `up` (0) stays
+    in Prometheus' lookback, but Prometheus no longer scrapes it, so it is no row (seen in
+    molecule/fleet after a count change, as a DOWN server that no longer exists)."""
+    _, grpc1, _, grpc2 = two_nodes
+    base = fleet(grpc1, grpc2)
+    current = [labels for labels, _ in base('up{job="tfserving"}')]
+    gone = {"node": "node-2", "server": "node-2-1", "grpc": "10.0.0.2:8501",
+            "instance": "10.0.0.2:8601", "job": "tfserving"}  # fmt: skip
+
+    def answer(query: str) -> list[tuple[dict[str, str], float]]:
+        if query == 'up{job="tfserving"}':
+            return [*base(query), (gone, 0)]
+        return base(query)
+
+    with fake_prometheus(answer, targets=current) as (url, _):
+        code = main(["fleet-status", "--prometheus", url, "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0, data
+    assert [row["server"] for row in data["nodes"]] == ["node-1", "node-2"]

@@ -86,6 +86,20 @@ class Prometheus:
             raise TfsClientError(f"Prometheus at {self.url} answered {expr!r} with {body}")
         return [(item["metric"], float(item["value"][1])) for item in data["result"]]
 
+    def active_targets(self, job: str) -> list[dict[str, str]] | None:
+        """The labels of JOB's targets Prometheus scrapes now (/api/v1/targets); None when
+        this Prometheus does not answer that endpoint."""
+        address = f"{self.url}/api/v1/targets?state=active"
+        try:
+            with urllib.request.urlopen(address, timeout=self.timeout) as answer:
+                body = json.load(answer)
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        targets = body.get("data", {}).get("activeTargets")
+        if body.get("status") != "success" or not isinstance(targets, list):
+            return None
+        return [t.get("labels", {}) for t in targets if t.get("labels", {}).get("job") == job]
+
 
 # (grpc address, model name) -> [{"version": int, "state": str}]
 StatusReader = Callable[[str, str], list[dict[str, Any]]]
@@ -101,6 +115,12 @@ def collect(prometheus: Prometheus, read_status: StatusReader, minutes: int) -> 
     window = f"{minutes}m"
     nodes: dict[str, NodeState] = {}
     series = prometheus.query('up{job="tfserving"}')
+    # A server removed from the configuration (its node runs fewer servers now) keeps its
+    # last `up` within Prometheus' lookback: only the targets Prometheus scrapes now count.
+    active = prometheus.active_targets("tfserving")
+    if active is not None:
+        current = {_identity(labels) for labels in active}
+        series = [(labels, value) for labels, value in series if _identity(labels) in current]
     keys = [labels.get("server") or labels.get("node") or labels.get("instance", "?")
             for labels, _ in series]  # fmt: skip
     when: dict[frozenset[tuple[str, str]], float] = {}
