@@ -106,7 +106,7 @@ StatusReader = Callable[[str, str], list[dict[str, Any]]]
 
 
 def _identity(labels: dict[str, str]) -> frozenset[tuple[str, str]]:
-    """A series' labels without its metric name (timestamp() drops the name)."""
+    """A series' labels without its metric name, as a target's labels are."""
     return frozenset((k, v) for k, v in labels.items() if k != "__name__")
 
 
@@ -115,27 +115,15 @@ def collect(prometheus: Prometheus, read_status: StatusReader, minutes: int) -> 
     window = f"{minutes}m"
     nodes: dict[str, NodeState] = {}
     series = prometheus.query('up{job="tfserving"}')
-    # A server removed from the configuration (its node runs fewer servers now) keeps its
-    # last `up` within Prometheus' lookback: only the targets Prometheus scrapes now count.
+    # A server removed or moved (its node's server count or ports changed) keeps its last
+    # `up` within Prometheus' lookback: only the targets Prometheus scrapes now count.
     active = prometheus.active_targets("tfserving")
     if active is not None:
         current = {_identity(labels) for labels in active}
         series = [(labels, value) for labels, value in series if _identity(labels) in current]
-    keys = [labels.get("server") or labels.get("node") or labels.get("instance", "?")
-            for labels, _ in series]  # fmt: skip
-    when: dict[frozenset[tuple[str, str]], float] = {}
-    if len(set(keys)) < len(keys):
-        # A server whose target moved (a node's server count or ports changed) keeps its old
-        # series within Prometheus' lookback beside the new one: each server's newest counts.
-        stamps = prometheus.query('timestamp(up{job="tfserving"})')
-        when = {_identity(labels): value for labels, value in stamps}
-    newest: dict[str, float] = {}
-    for (labels, value), server in zip(series, keys, strict=True):
-        stamp = when.get(_identity(labels), 0.0)
-        if server in nodes and stamp < newest[server]:
-            continue
-        newest[server] = stamp
+    for labels, value in series:
         name = labels.get("node") or labels.get("instance", "?")
+        server = labels.get("server") or name
         nodes[server] = NodeState(
             name, value == 1, labels.get("image", ""), labels.get("grpc", ""), server=server
         )
