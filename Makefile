@@ -80,7 +80,7 @@ demo-clean:
 
 # The unit suites are one more job beside the scenarios: fleet in one lane, the unit
 # suites then default, docker and nvidia in the other.
-test: setup venv promtool testdata
+test: setup promtool
 	MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule.sh fleet unit $(filter-out fleet,$(SCENARIOS))
 
 # The stand-in in-process; then, when `make demo`'s sandbox runs, first prediction and the
