@@ -4,9 +4,10 @@ The fleet serves query_of_death (scripts/make_test_models.py: y = x + 1, but an 
 666 runs TensorFlow's Abort op, and the server dies with SIGABRT). The load balancer
 retries a request once, on another node, when its server closes without answering
 (`retries 1`, `retry-on conn-failure empty-response`, `option redispatch`), so that request
-kills at most two servers and the third never sees it; ordinary traffic, sent all along,
-loses no request. Runs after test_fleet.py and test_monitoring.py (pytest takes the files
-in order); half_plus_two answers whichever version those left.
+kills at most two servers and the third never sees it. Ordinary traffic, sent all along,
+loses only what that one retry cannot save (usually nothing; see the last assertion).
+Runs after test_fleet.py and test_monitoring.py (pytest takes the files in order);
+half_plus_two answers whichever version those left.
 """
 
 from __future__ import annotations
@@ -116,4 +117,10 @@ def test_a_query_of_death_reaches_at_most_one_more_node() -> None:
     assert len(restarted) <= 2, f"the query of death reached more than two nodes: {outcome}"
     # Exactly the servers that ran the request died; the others never saw it.
     assert saw == restarted, outcome
-    assert report["failed"] == 0, (outcome, traffic.failures[:5])
+    # Ordinary requests: the retry budget that stops the query of death binds them too. One
+    # the first server was answering when it died is retried once, and fails when that retry
+    # lands on the second server as it dies (roles/tfserving_lb/README.md, "Why one retry").
+    # So each failure is UNAVAILABLE and one of the redispatches beyond the query's own;
+    # any other failure (a wrong answer, a request sent to a dead node unretried) fails here.
+    assert all("(UNAVAILABLE)" in f for f in traffic.failures), (outcome, traffic.failures[:5])
+    assert report["failed"] <= max(redispatches - 1, 0), (outcome, traffic.failures[:5])
