@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,14 @@ from tfserving_role_site import ANSIBLE_PLAYBOOK, ROOT, Site
 
 CLIENT_HINT = "-m pip install ./client"
 PROTOS_HINT = "-m pip install tensorflow-serving-api"
+
+
+def assert_hint_names_this_python(text: str, hint: str) -> None:
+    """The hint installs into the interpreter Ansible runs with: this test's own, whichever
+    of the venv's names (python, python3) started it."""
+    named = re.findall(rf"([^\s`]+) {re.escape(hint)}", text)
+    assert named, f"no '{hint}' in: {text[-2000:]}"
+    assert {Path(p).resolve() for p in named} == {Path(sys.executable).resolve()}, named
 
 
 @pytest.fixture
@@ -106,7 +115,7 @@ def test_missing_client_fails_naming_the_variable_and_the_install(
     text = one_line(output(result))
     assert result.returncode != 0, text[-3000:]
     assert f"tfserving_client_command is {client}, which {problem}" in text
-    assert f"{sys.executable} {CLIENT_HINT}" in text
+    assert_hint_names_this_python(text, CLIENT_HINT)
     assert "Nothing on the hosts has changed." in text
     assert "tensorflow-serving-api cannot be imported" not in text
     assert_no_host_task(site)
@@ -120,7 +129,7 @@ def test_unimportable_tensorflow_serving_api_fails_naming_the_package(
     assert result.returncode != 0, text[-3000:]
     assert f"tensorflow-serving-api cannot be imported by {sys.executable}" in text
     assert "hidden by the test" in text  # the import error itself
-    assert f"{sys.executable} {PROTOS_HINT}" in text
+    assert_hint_names_this_python(text, PROTOS_HINT)
     assert "pip install ./client" in text
     assert "Nothing on the hosts has changed." in text
     assert_no_host_task(site)
