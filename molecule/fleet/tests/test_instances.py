@@ -3,10 +3,11 @@
 Runs after test_fleet.py (pytest takes the files in order, and test_instances sorts after
 test_fleet) on the fleet as it left it: every node on half_plus_two 125 (NEW), one server
 each. fleet-node3 gets `tfserving_instance_mode: count` with two servers through its
-host_vars, so the other nodes stay at one; the load balancer's budget counts servers, so
-every run here passes tfserving_lb_max_unavailable: 2 (the node's two servers are drained
-together in its turn). Under gRPC traffic through the load balancer with every answer
-checked, each phase loses no request:
+host_vars, so the other nodes stay at one. Every run here takes fleet-node1 first, then
+fleet-node2 and fleet-node3 in one batch (a turn fewer than the other files' one node at a
+time), so the load balancer's budget, which counts servers, is 3: fleet-node2's one and
+fleet-node3's two, drained together while fleet-node1 serves. Under gRPC traffic through
+the load balancer with every answer checked, each phase loses no request:
 
   1 -> 2      the count goes from one server to two: fleet-node3's server 0 is replaced
               (its REST port and cpuset move), tfserving-1 is added, both gated, then put
@@ -64,8 +65,8 @@ SECOND = f"{NODE}-1"  # the load balancer's name of the node's server 1
 HOST_VARS = Path(os.environ.get("MOLECULE_INVENTORY_FILE", "/nonexistent")).parent / "host_vars"
 NODE_VARS = HOST_VARS / f"{NODE}.yml"
 TWO = {"tfserving_instance_mode": "count", "tfserving_instance_count": 2}
-# The load balancers' budget counts servers: the node's two are drained together.
-BUDGET = {"tfserving_lb_max_unavailable": 2}
+# fleet-node1, then the two others together; the load balancers' budget counts servers.
+BUDGET = {"tfserving_rollout_batch": [1, "100%"], "tfserving_lb_max_unavailable": 3}
 RECORD = "/etc/ansible/facts.d/tfserving_instances.fact"
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 TFS_CLIENT = str(Path(sys.executable).parent / "tfs-client")
